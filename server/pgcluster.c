@@ -147,10 +147,11 @@ static void tail_flatten(const struct tail *t, char *out, size_t size)
     out[o] = '\0';
 }
 
-/* Runs argv[0] (a full path). out_file NULL: output captured into *tail (may be NULL to
- * inherit instead). Returns MW_OK when the program ran; its status is in *status_out. */
-static enum mw_err run_program(char *const argv[], const char *out_file, struct tail *tail,
-                               int *status_out, struct mw_error *err)
+/* Runs argv[0] (a full path) with stdin from in_fd (-1: /dev/null). out_file NULL: output
+ * captured into *tail (may be NULL to inherit instead). Returns MW_OK when the program ran;
+ * its status is in *status_out. */
+static enum mw_err run_program(char *const argv[], int in_fd, const char *out_file,
+                               struct tail *tail, int *status_out, struct mw_error *err)
 {
     struct run_as ra;
     enum mw_err rc = resolve_run_as(&ra, err);
@@ -181,9 +182,9 @@ static enum mw_err run_program(char *const argv[], const char *out_file, struct 
             dup2(out, STDOUT_FILENO);
             dup2(out, STDERR_FILENO);
         }
-        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
+        int in = in_fd >= 0 ? in_fd : open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (in >= 0)
+            dup2(in, STDIN_FILENO);
         if (ra.drop) {
             if (setgroups(0, NULL) != 0 || setgid(ra.gid) != 0 || setuid(ra.uid) != 0)
                 _exit(126);
@@ -307,7 +308,7 @@ enum mw_err mw_pgcluster_init(const struct mw_pgcluster_config *cfg, struct mw_e
                           NULL};
     struct tail out = {.len = 0};
     int status = 0;
-    rc = run_program(argv, NULL, &out, &status, err);
+    rc = run_program(argv, -1, NULL, &out, &status, err);
     if (rc != MW_OK)
         return rc;
     if (status != 0) {
@@ -387,7 +388,7 @@ enum mw_err mw_pgcluster_start(const struct mw_pgcluster_config *cfg, struct mw_
                           "-o",     opts,          NULL};
     struct tail out = {.len = 0};
     int status = 0;
-    rc = run_program(argv, NULL, &out, &status, err);
+    rc = run_program(argv, -1, NULL, &out, &status, err);
     if (rc != MW_OK)
         return rc;
     if (status != 0) {
@@ -408,7 +409,7 @@ bool mw_pgcluster_running(const struct mw_pgcluster_config *cfg)
     char *const argv[] = {pg_ctl, "status", "--pgdata", (char *)cfg->data_dir, NULL};
     struct tail out = {.len = 0};
     int status = 0;
-    if (run_program(argv, NULL, &out, &status, &ignored) != MW_OK)
+    if (run_program(argv, -1, NULL, &out, &status, &ignored) != MW_OK)
         return false;
     return status == 0;
 }
@@ -433,7 +434,7 @@ enum mw_err mw_pgcluster_stop(const struct mw_pgcluster_config *cfg, const char 
                           NULL};
     struct tail out = {.len = 0};
     int status = 0;
-    rc = run_program(argv, NULL, &out, &status, err);
+    rc = run_program(argv, -1, NULL, &out, &status, err);
     if (rc != MW_OK)
         return rc;
     if (status != 0) {
@@ -445,8 +446,8 @@ enum mw_err mw_pgcluster_stop(const struct mw_pgcluster_config *cfg, const char 
     return MW_OK;
 }
 
-enum mw_err mw_pgcluster_run(const char *name, const char *const *args, const char *out_file,
-                             int *status_out, struct mw_error *err)
+enum mw_err mw_pgcluster_run(const char *name, const char *const *args, const char *in_file,
+                             const char *out_file, int *status_out, struct mw_error *err)
 {
     char path[PROGRAM_PATH_MAX];
     enum mw_err rc = find_program(name, path, sizeof path, err);
@@ -461,7 +462,16 @@ enum mw_err mw_pgcluster_run(const char *name, const char *const *args, const ch
         argv[n] = (char *)args[n - 1];
     }
     argv[n] = NULL;
-    return run_program(argv, out_file, NULL, status_out, err);
+    int in_fd = -1;
+    if (in_file) {
+        in_fd = open(in_file, O_RDONLY | O_CLOEXEC);
+        if (in_fd < 0)
+            return mw_fail(err, MW_EIO, "open %s: %s", in_file, strerror(errno));
+    }
+    rc = run_program(argv, in_fd, out_file, NULL, status_out, err);
+    if (in_fd >= 0)
+        close(in_fd);
+    return rc;
 }
 
 enum mw_err mw_pgcluster_free_port(int *port_out, struct mw_error *err)

@@ -48,12 +48,13 @@ bool mw_pgcluster_running(const struct mw_pgcluster_config *cfg);
 
 /* Runs a PostgreSQL client or server program (name looked up like initdb: "psql",
  * "pg_dump", ...) with argv[1..] = args (NULL-terminated), as the cluster's OS user when
- * root. stdout and stderr go to out_file (NULL: inherited). *status_out gets the exit
- * status (or 128+signal).
- * Errors: MW_ENOTFOUND (program not found), MW_EIO (fork/exec failed). */
+ * root. Standard input comes from in_file (NULL: /dev/null), opened before the user
+ * switch so the file need not be readable by postgres; stdout and stderr go to out_file
+ * (NULL: inherited). *status_out gets the exit status (or 128+signal).
+ * Errors: MW_ENOTFOUND (program not found), MW_EIO (in_file unreadable, fork/exec failed). */
 MW_NODISCARD enum mw_err mw_pgcluster_run(const char *name, const char *const *args,
-                                          const char *out_file, int *status_out,
-                                          struct mw_error *err);
+                                          const char *in_file, const char *out_file,
+                                          int *status_out, struct mw_error *err);
 
 /* Finds a free TCP port on 127.0.0.1 (bind to port 0). Errors: MW_EIO. */
 MW_NODISCARD enum mw_err mw_pgcluster_free_port(int *port_out, struct mw_error *err);

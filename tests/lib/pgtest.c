@@ -104,7 +104,7 @@ char *pgtest_create_db(struct pgtest *pg, const char *dbname)
     const char *args[] = {"-h", "127.0.0.1", "-p", port, "-U", "postgres", dbname, NULL};
     struct mw_error err = {0};
     int status = -1;
-    if (mw_pgcluster_run("createdb", args, NULL, &status, &err) != MW_OK)
+    if (mw_pgcluster_run("createdb", args, NULL, NULL, &status, &err) != MW_OK)
         die("createdb", &err);
     if (status != 0) {
         fprintf(stderr, "test environment: createdb %s exited with %d\n", dbname, status);
@@ -118,10 +118,10 @@ int pgtest_psql_file(struct pgtest *pg, const char *dbname, const char *file)
     char port[16];
     snprintf(port, sizeof port, "%d", pg->cfg.port);
     const char *args[] = {"-X", "-q", "-h", "127.0.0.1", "-p", port, "-U", "postgres",
-                          "-d", dbname, "-v", "ON_ERROR_STOP=1", "-1", "-f", file, NULL};
+                          "-d", dbname, "-v", "ON_ERROR_STOP=1", "-1", "-f", "-", NULL};
     struct mw_error err = {0};
     int status = -1;
-    if (mw_pgcluster_run("psql", args, NULL, &status, &err) != MW_OK)
+    if (mw_pgcluster_run("psql", args, file, NULL, &status, &err) != MW_OK)
         die("psql", &err);
     return status;
 }

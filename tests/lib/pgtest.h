@@ -19,8 +19,9 @@ char *pgtest_create_db(struct pgtest *pg, const char *dbname);
 /* A malloc'd conninfo for dbname as another role (trust auth: no password). */
 char *pgtest_conninfo(struct pgtest *pg, const char *dbname, const char *user);
 
-/* Runs `psql -X -q -v ON_ERROR_STOP=1 -1 -f file` on dbname as the superuser; returns
- * psql's exit status (0 = applied). */
+/* Runs `psql -X -q -v ON_ERROR_STOP=1 -1 -f - < file` on dbname as the superuser (the
+ * file is read by this process, so it need not be readable by the postgres OS user);
+ * returns psql's exit status (0 = applied). */
 int pgtest_psql_file(struct pgtest *pg, const char *dbname, const char *file);
 
 /* Applies every schema/postgres/[0-9]*.sql in name order with pgtest_psql_file; returns the
