@@ -29,11 +29,6 @@ enum mw_err mw_db_connect(const char *conninfo, PGconn **conn_out, struct mw_err
         return MW_EDB;
     }
     PQsetNoticeProcessor(conn, log_notice, NULL);
-    enum mw_err rc = mw_db_exec(conn, "SET TIME ZONE 'UTC'", err);
-    if (rc != MW_OK) {
-        PQfinish(conn);
-        return rc;
-    }
     *conn_out = conn;
     return MW_OK;
 }

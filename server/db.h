@@ -11,8 +11,11 @@
 /* The application_name every Midway connection reports (visible in pg_stat_activity). */
 #define MW_DB_APPLICATION_NAME "midway-server"
 
-/* Connects with conninfo (a libpq connection string or URI) and sets the session up: UTC
- * time zone, notices to the log at debug level. On success *conn_out owns the connection
+/* Connects with conninfo (a libpq connection string or URI), notices going to the log at
+ * debug level. No session state is set (no SET, no named prepared statements), so the
+ * connection works behind PgBouncer in transaction pooling mode: per-transaction settings
+ * use SET LOCAL, and timestamps cross the wire as epoch milliseconds, never in the
+ * session's time zone. On success *conn_out owns the connection
  * (PQfinish). Errors: MW_EDB (could not connect; the message is libpq's, never the
  * conninfo, which may hold a password), MW_ENOMEM. */
 MW_NODISCARD enum mw_err mw_db_connect(const char *conninfo, PGconn **conn_out,

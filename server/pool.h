@@ -1,0 +1,65 @@
+/* pool.h - the database workers: a fixed number of threads, each with its own libpq
+ * connection, fed from one bounded queue. The I/O thread submits jobs and gets them back,
+ * finished, through an eventfd it watches; it never waits on PostgreSQL.
+ *
+ * Overload is an answer, not a queue: when queue_max jobs wait, mw_pool_submit refuses and
+ * the caller answers 503 with Retry-After. A worker whose connection broke (PostgreSQL
+ * restarted) reconnects before its next job; while it cannot, jobs run with conn == NULL
+ * and answer 503 themselves.
+ * Thread safety: submit, drain and stats from the I/O thread; run() on a worker thread. */
+#ifndef MIDWAY_SERVER_POOL_H
+#define MIDWAY_SERVER_POOL_H
+#include "midway/err.h"
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+struct mw_pool;
+
+/* A unit of database work. The submitter owns the job (usually embedded in its request
+ * state) and must keep it alive until done() has been called. */
+struct mw_job {
+    /* Runs on a worker thread. conn is NULL when the database cannot be reached. */
+    void (*run)(struct mw_job *job, PGconn *conn);
+    /* Runs on the thread that calls mw_pool_drain(), after run() returned. */
+    void (*done)(struct mw_job *job);
+    struct mw_job *next; /* the pool's link while the job is queued or finished */
+};
+
+struct mw_pool_config {
+    const char *conninfo; /* runtime role; copied */
+    int workers;          /* threads (and connections), 1..256 */
+    int queue_max;        /* jobs allowed to wait, 1..100000 */
+};
+
+struct mw_pool_stats {
+    size_t queued;       /* jobs waiting for a worker */
+    size_t busy;         /* workers running a job */
+    size_t connected;    /* workers holding a healthy connection */
+    size_t workers;
+    unsigned long reconnects; /* connections re-established after a failure */
+};
+
+/* Starts the workers. They connect lazily (first job), so a database that is down at start
+ * does not stop the server from answering /healthz with 503.
+ * Errors: MW_EINVAL (config out of range), MW_ENOMEM, MW_EIO (thread or eventfd creation). */
+MW_NODISCARD enum mw_err mw_pool_new(const struct mw_pool_config *cfg, struct mw_pool **out,
+                                     struct mw_error *err);
+
+/* Finishes every job already submitted (their done() calls happen in mw_pool_drain, which
+ * this calls at the end), stops the workers and closes their connections. NULL-safe. */
+void mw_pool_free(struct mw_pool *pool);
+
+/* Queues job. MW_EFULL when queue_max jobs are already waiting (nothing queued), MW_EBUSY
+ * when the pool is shutting down. */
+MW_NODISCARD enum mw_err mw_pool_submit(struct mw_pool *pool, struct mw_job *job);
+
+/* The fd that becomes readable when finished jobs are waiting for mw_pool_drain(). */
+int mw_pool_fd(const struct mw_pool *pool);
+
+/* Calls done() for every finished job, in completion order. Returns how many. */
+size_t mw_pool_drain(struct mw_pool *pool);
+
+void mw_pool_stats(struct mw_pool *pool, struct mw_pool_stats *out);
+
+#endif
