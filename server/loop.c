@@ -19,6 +19,8 @@ struct mw_loop {
     /* Watches removed during the current round; their pending events are skipped. */
     struct mw_loop_watch *removed[EVENTS_PER_ROUND];
     int nremoved;
+    bool removed_overflow; /* more removals than slots: end the round early (level-triggered
+                              epoll reports the rest again) */
     bool in_round;
 };
 
@@ -95,8 +97,12 @@ void mw_loop_del(struct mw_loop *l, struct mw_loop_watch *w)
 {
     epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
     w->events = 0;
-    if (l->in_round && l->nremoved < EVENTS_PER_ROUND)
+    if (!l->in_round)
+        return;
+    if (l->nremoved < EVENTS_PER_ROUND)
         l->removed[l->nremoved++] = w;
+    else
+        l->removed_overflow = true;
 }
 
 static bool was_removed(const struct mw_loop *l, const struct mw_loop_watch *w)
@@ -121,7 +127,8 @@ void mw_loop_run(struct mw_loop *l, int tick_ms, void (*tick)(void *arg), void *
         bool woken = false;
         l->in_round = true;
         l->nremoved = 0;
-        for (int i = 0; i < n; i++) {
+        l->removed_overflow = false;
+        for (int i = 0; i < n && !l->removed_overflow; i++) {
             struct mw_loop_watch *w = evs[i].data.ptr;
             if (!w) {
                 uint64_t v;

@@ -44,4 +44,42 @@
 /* Log strings taken from input are cut to this many bytes, so a hostile SKU cannot flood. */
 #define MW_LOG_QUOTE_MAX 128u
 
+/* RFC 3339 text of one instant: "YYYY-MM-DDTHH:MM:SS" (19) + "." and at most 9 fraction
+ * digits (10) + "+HH:MM" (6). Anything longer is not a timestamp, so it is refused unread. */
+#define MW_TIMESTAMP_TEXT_MAX 35u
+
+/* JSON documents and the protocol codec (json.h, proto.h). */
+
+/* The largest JSON document either side parses: a push body, its results, a pull page. */
+#define MW_JSON_DOC_MAX (8u * 1024u * 1024u)
+/* JSON values (scalars and containers) in one document. cJSON spends ~100 bytes per value, so
+ * "[0,0,0,...]" would cost 50x its size in memory; 131,072 values caps a parse tree near 13 MiB
+ * while a full batch of typical ops needs about half of it. Encoders end a batch or a page
+ * before this bound, so our own peer never sends a document the other side refuses. */
+#define MW_JSON_NODES_MAX 131072u
+/* Characters of one JSON number. cJSON 1.7.15 copies a number into a 64-byte stack buffer and
+ * silently stops after 63 characters, so a longer number would parse differently there. */
+#define MW_JSON_NUMBER_MAX 63u
+
+/* A pull page, as the server writes it and the agent reads it. */
+#define MW_PULL_BODY_MAX (8u * 1024u * 1024u)
+/* Changes in one pull page: the same bound as ops in a push, for the same reason. */
+#define MW_PULL_LIMIT_MAX 5000u
+/* The opaque pull cursor: a short printable token ([A-Za-z0-9._:-]); a snapshot starts at "0". */
+#define MW_CURSOR_MAX 128u
+
+/* Error codes on the wire (reject codes, the error body): short lower-case tokens. */
+#define MW_ERROR_CODE_MAX 64u
+/* Human text of a rejection or an error body. Encoders cut longer text at a character
+ * boundary, so 5,000 results with messages stay far below MW_JSON_DOC_MAX. */
+#define MW_RESULT_MSG_MAX 512u
+
+/* Reference data in pull pages whose width the seed schema leaves to us. The agent only caches
+ * it; the bounds keep a broken or hostile server from growing the agent's memory. */
+#define MW_PERSON_NAME_MAX      255u /* Users.first_name, Users.last_name */
+#define MW_ROLE_NAME_MAX        100u /* Roles.role_name */
+#define MW_PERMISSION_NAME_MAX  100u /* one permission: an op type or an admin right */
+#define MW_USER_ROLES_MAX       64u  /* roles of one user */
+#define MW_ROLE_PERMISSIONS_MAX 256u /* permissions of one role */
+
 #endif
