@@ -127,7 +127,8 @@ static enum mw_err apply_file(PGconn *conn, const struct mw_schema_file *f, int 
 
 fail:;
     struct mw_error ignored = {0};
-    (void)mw_db_exec(conn, "ROLLBACK", &ignored);
+    if (mw_db_exec(conn, "ROLLBACK", &ignored) != MW_OK)
+        MW_LOG(MW_LOG_WARN, NULL, "migrate: rollback: %s", ignored.msg);
     return MW_EDB;
 }
 

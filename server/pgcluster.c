@@ -75,8 +75,8 @@ static enum mw_err find_program(const char *name, char *out, size_t size, struct
             const char *colon = strchr(p, ':');
             size_t n = colon ? (size_t)(colon - p) : strlen(p);
             if (n > 0 && n + strlen(name) + 2 <= size) {
-                snprintf(out, size, "%.*s/%s", (int)n, p, name);
-                if (is_executable(out))
+                int w = snprintf(out, size, "%.*s/%s", (int)n, p, name);
+                if (w > 0 && (size_t)w < size && is_executable(out))
                     return MW_OK;
             }
             if (!colon)

@@ -20,8 +20,15 @@ enum mw_err mw_failv(struct mw_error *err, enum mw_err code, const char *fmt, va
     vsnprintf(prefix, sizeof(prefix), fmt, ap);
     if (prefix[0] == '\0' || strncmp(err->msg, prefix, strlen(prefix)) == 0)
         return err->code;
-    snprintf(joined, sizeof(joined), "%s: %s", prefix, err->msg);
-    memcpy(err->msg, joined, sizeof(joined));
+    /* Joined by hand: the result is meant to be cut at the buffer's end. */
+    size_t n = 0;
+    const char *parts[] = {prefix, ": ", err->msg};
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        for (const char *p = parts[i]; *p && n + 1 < sizeof(joined); p++)
+            joined[n++] = *p;
+    }
+    joined[n] = '\0';
+    memcpy(err->msg, joined, n + 1);
     return err->code;
 }
 

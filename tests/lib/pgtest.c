@@ -67,16 +67,19 @@ struct pgtest *pgtest_start(void)
         .no_fsync = true,
     };
     struct mw_error err = {0};
+    if (mw_pgcluster_free_port(&pg->cfg.port, &err) != MW_OK)
+        die("free port", &err);
     if (mw_pgcluster_init(&pg->cfg, &err) != MW_OK)
         die("initdb", &err);
     for (int attempt = 1;; attempt++) {
         mw_error_clear(&err);
-        if (mw_pgcluster_free_port(&pg->cfg.port, &err) != MW_OK)
-            die("free port", &err);
         if (mw_pgcluster_start(&pg->cfg, &err) == MW_OK)
             break;
         if (attempt == START_ATTEMPTS)
             die("starting PostgreSQL", &err);
+        mw_error_clear(&err);
+        if (mw_pgcluster_free_port(&pg->cfg.port, &err) != MW_OK)
+            die("free port", &err);
     }
     pg->running = 1;
     if (!live_cluster) {

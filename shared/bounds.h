@@ -1,9 +1,9 @@
-/* limits.h - every bound on untrusted input, in one place, each with the reason for its size.
+/* bounds.h - every bound on untrusted input, in one place, each with the reason for its size.
  * Checked before any work is done on the input. Changing one is a protocol decision: the
  * server answers past it with 413 / 400 and the agent never builds anything larger.
  * Thread safety: constants only. */
-#ifndef MIDWAY_LIMITS_H
-#define MIDWAY_LIMITS_H
+#ifndef MIDWAY_BOUNDS_H
+#define MIDWAY_BOUNDS_H
 
 /* A push body, after gzip inflation. 500 ops of a few hundred bytes each is ~250 KiB; 8 MiB
  * leaves room for large event details while keeping one request's memory small. */
