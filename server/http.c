@@ -8,6 +8,7 @@
 
 #include "mem.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -167,6 +168,7 @@ void mw_http_parser_init(struct mw_http_parser *p, size_t header_max, size_t bod
     memset(p, 0, sizeof(*p));
     p->header_max = header_max ? header_max : MW_HTTP_HEADER_MAX;
     p->body_max = body_max ? body_max : MW_HTTP_BODY_MAX;
+    assert(p->body_max <= SIZE_MAX / 2); /* mw_buf's ceiling */
     mw_buf_init(&p->line, p->header_max);
     mw_buf_init(&p->req.body, 0);
     parser_clear_request_state(p);
@@ -202,8 +204,7 @@ bool mw_http_parser_take_continue(struct mw_http_parser *p)
 }
 
 /* request-line = method SP request-target SP HTTP-version, single spaces, nothing else. */
-static enum mw_http_result parse_request_line(struct mw_http_parser *p, const uint8_t *s,
-                                              size_t n)
+static enum mw_http_result parse_request_line(struct mw_http_parser *p, const uint8_t *s, size_t n)
 {
     struct mw_http_request *req = &p->req;
     const uint8_t *sp1 = memchr(s, ' ', n);
@@ -345,8 +346,8 @@ static void parse_authorization(struct mw_http_request *req, const uint8_t *s, s
     if (tlen == 0 || tlen > MW_HTTP_BEARER_MAX)
         return;
     size_t k = 0;
-    while (k < tlen && (is_alpha(tok[k]) || is_digit(tok[k]) ||
-                        (tok[k] != 0 && strchr("-._~+/", tok[k]))))
+    while (k < tlen &&
+           (is_alpha(tok[k]) || is_digit(tok[k]) || (tok[k] != 0 && strchr("-._~+/", tok[k]))))
         k++;
     if (k == 0)
         return;
@@ -551,8 +552,6 @@ static enum mw_http_result feed_head(struct mw_http_parser *p, const uint8_t *da
         if (!lf)
             break;
         enum mw_http_result r = process_line(p);
-        if (p->line.data)
-            wipe(p->line.data, p->line.len);
         mw_buf_reset(&p->line);
         if (r != MW_HTTP_NEED_MORE) {
             *used = i;
@@ -665,38 +664,47 @@ enum mw_err mw_http_query_param(const struct mw_http_request *req, const char *n
 
 /* ---- responses ---- */
 
+/* RFC 9110 section 15 phrases (413 and 422 under their RFC 9110 names). */
+static const struct {
+    int status;
+    const char *text;
+} status_texts[] = {
+    {100, "Continue"},
+    {200, "OK"},
+    {201, "Created"},
+    {202, "Accepted"},
+    {204, "No Content"},
+    {304, "Not Modified"},
+    {400, "Bad Request"},
+    {401, "Unauthorized"},
+    {403, "Forbidden"},
+    {404, "Not Found"},
+    {405, "Method Not Allowed"},
+    {408, "Request Timeout"},
+    {409, "Conflict"},
+    {411, "Length Required"},
+    {413, "Content Too Large"},
+    {414, "URI Too Long"},
+    {415, "Unsupported Media Type"},
+    {417, "Expectation Failed"},
+    {422, "Unprocessable Content"},
+    {429, "Too Many Requests"},
+    {431, "Request Header Fields Too Large"},
+    {500, "Internal Server Error"},
+    {501, "Not Implemented"},
+    {502, "Bad Gateway"},
+    {503, "Service Unavailable"},
+    {504, "Gateway Timeout"},
+    {505, "HTTP Version Not Supported"},
+};
+
 const char *mw_http_status_text(int status)
 {
-    switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    for (size_t i = 0; i < sizeof(status_texts) / sizeof(status_texts[0]); i++) {
+        if (status_texts[i].status == status)
+            return status_texts[i].text;
     }
+    return "Unknown";
 }
 
 /* Writes v (0 <= v < 10^width) as width decimal digits, zero-padded. */
@@ -797,8 +805,8 @@ enum mw_err mw_http_response_write(struct mw_buf *out, int status, const char *c
     if (rc == MW_OK && status != 204)
         rc = mw_buf_printf(out, "Content-Length: %zu\r\n", len);
     if (rc == MW_OK)
-        rc = mw_buf_append_str(out, keep_alive ? "Connection: keep-alive\r\n"
-                                               : "Connection: close\r\n");
+        rc = mw_buf_append_str(out,
+                               keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
     if (rc == MW_OK && correlation_id && correlation_id[0])
         rc = mw_buf_printf(out, "X-Correlation-ID: %s\r\n", correlation_id);
     /* API answers are per device and per moment: no cache may keep or replay them. */

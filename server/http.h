@@ -17,8 +17,8 @@
  * and helpers are any thread. */
 #ifndef MIDWAY_SERVER_HTTP_H
 #define MIDWAY_SERVER_HTTP_H
-#include "buf.h"
 #include "bounds.h"
+#include "buf.h"
 #include "midway/err.h"
 
 #include <stdbool.h>
@@ -92,10 +92,10 @@ struct mw_http_request {
     char path[MW_HTTP_TARGET_MAX + 1];         /* raw (not decoded), starts with '/' */
     char query[MW_HTTP_TARGET_MAX + 1];        /* raw text after '?', "" when none */
     int version_minor;                         /* 0 for HTTP/1.0, 1 for HTTP/1.1 */
-    bool keep_alive;     /* Connection header applied to the version's default */
+    bool keep_alive;      /* Connection header applied to the version's default */
     bool expect_continue; /* Expect: 100-continue on an HTTP/1.1 request */
     bool has_content_length;
-    uint64_t content_length;                  /* valid when has_content_length */
+    uint64_t content_length; /* valid when has_content_length */
     enum mw_http_coding content_encoding;
     enum mw_http_auth auth;
     /* The bearer token (MW_HTTP_AUTH_BEARER only). A credential: never log it, never copy it
@@ -117,8 +117,8 @@ enum mw_http_result {
  * fields are the parser's own. */
 struct mw_http_parser {
     struct mw_http_request req;
-    int status;       /* MW_HTTP_ERROR: the HTTP status to answer (400, 411, 413, ...) */
-    const char *code; /* MW_HTTP_ERROR: machine-readable error code for the JSON body */
+    int status;          /* MW_HTTP_ERROR: the HTTP status to answer (400, 411, 413, ...) */
+    const char *code;    /* MW_HTTP_ERROR: machine-readable error code for the JSON body */
     struct mw_error err; /* MW_HTTP_ERROR: what was wrong, safe to send and log (no token) */
 
     /* internal */

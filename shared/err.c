@@ -19,7 +19,7 @@ enum mw_err mw_failv(struct mw_error *err, enum mw_err code, const char *fmt, va
     char joined[MW_ERROR_MSG_SIZE];
     vsnprintf(prefix, sizeof(prefix), fmt, ap);
     if (prefix[0] == '\0' || strncmp(err->msg, prefix, strlen(prefix)) == 0)
-        return err->code;
+        return code;
     /* Joined by hand: the result is meant to be cut at the buffer's end. */
     size_t n = 0;
     const char *parts[] = {prefix, ": ", err->msg};
@@ -29,7 +29,7 @@ enum mw_err mw_failv(struct mw_error *err, enum mw_err code, const char *fmt, va
     }
     joined[n] = '\0';
     memcpy(err->msg, joined, n + 1);
-    return err->code;
+    return code;
 }
 
 enum mw_err mw_fail(struct mw_error *err, enum mw_err code, const char *fmt, ...)

@@ -6,8 +6,23 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* mw_fail(), but returning code itself even when err already held a failure: callers loop
+ * on outcomes such as MW_EFULL with one struct mw_error, and the code returned must be this
+ * call's. */
+static enum mw_err fail_with(struct mw_error *err, enum mw_err code, const char *fmt, ...)
+    MW_PRINTF(3, 4);
+static enum mw_err fail_with(struct mw_error *err, enum mw_err code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    mw_failv(err, code, fmt, ap);
+    va_end(ap);
+    return code;
+}
 
 /* A string item that held U+0000, or a container with such a string below it. cJSON 1.7.15
  * uses the type bits 0..9 (kinds in the low byte, cJSON_IsReference, cJSON_StringIsConst) and
@@ -25,6 +40,11 @@ _Static_assert(MW_PUSH_BODY_MAX <= MW_JSON_DOC_MAX && MW_PULL_BODY_MAX <= MW_JSO
 #define DUP_PAIRWISE_MAX 16
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+/* cJSON 1.7.15 resets and sets a global error position on every parse. Nothing reads it, but
+ * two threads writing it at once is a data race (and a ThreadSanitizer report), so parses take
+ * turns; the strict scan before it, the bulk of the work, runs in parallel. */
+static pthread_mutex_t parse_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void install_hooks(void)
 {
@@ -153,7 +173,7 @@ static long hex4_at(const struct scan *sc, size_t at)
 
 static enum mw_err scan_fail(struct scan *sc, const char *why)
 {
-    return mw_fail(sc->err, MW_EMALFORMED, "JSON: %s at byte %zu", why, sc->pos);
+    return fail_with(sc->err, MW_EMALFORMED, "JSON: %s at byte %zu", why, sc->pos);
 }
 
 /* A string starting at the opening quote; leaves pos after the closing one. */
@@ -269,8 +289,8 @@ static int top_is_object(const struct scan *sc)
 static enum mw_err scan_open(struct scan *sc, int object)
 {
     if (sc->depth >= sc->depth_max)
-        return mw_fail(sc->err, MW_EMALFORMED, "JSON: nested deeper than %zu levels at byte %zu",
-                       sc->depth_max, sc->pos);
+        return fail_with(sc->err, MW_EMALFORMED, "JSON: nested deeper than %zu levels at byte %zu",
+                         sc->depth_max, sc->pos);
     if (object)
         sc->objects |= UINT64_C(1) << sc->depth;
     else
@@ -290,7 +310,7 @@ static enum mw_err scan_value(struct scan *sc, enum want *next)
     int type;
 
     if (sc->info.nodes >= MW_JSON_NODES_MAX)
-        return mw_fail(sc->err, MW_ETOOBIG, "JSON: more than %u values", MW_JSON_NODES_MAX);
+        return fail_with(sc->err, MW_ETOOBIG, "JSON: more than %u values", MW_JSON_NODES_MAX);
     sc->info.nodes++;
     switch (c) {
     case '{':
@@ -354,8 +374,8 @@ enum mw_err mw_json_check(const char *data, size_t len, size_t depth_max,
     sc.depth_max = depth_max < MW_JSON_DEPTH_MAX ? depth_max : MW_JSON_DEPTH_MAX;
     sc.info.root_type = cJSON_Invalid;
     if (len > MW_JSON_DOC_MAX)
-        return mw_fail(err, MW_ETOOBIG, "JSON: document of %zu bytes is over the limit of %u", len,
-                       MW_JSON_DOC_MAX);
+        return fail_with(err, MW_ETOOBIG, "JSON: document of %zu bytes is over the limit of %u",
+                         len, MW_JSON_DOC_MAX);
     for (;;) {
         while (sc.pos < len && is_ws(sc.s[sc.pos]))
             sc.pos++;
@@ -467,7 +487,7 @@ static enum mw_err duplicate(struct walk *w, const char *key)
 {
     char q[64];
     quote_key(key, q, sizeof(q));
-    return mw_fail(w->err, MW_EMALFORMED, "JSON: duplicate key \"%s\"", q);
+    return fail_with(w->err, MW_EMALFORMED, "JSON: duplicate key \"%s\"", q);
 }
 
 static enum mw_err check_duplicates(struct walk *w, const cJSON *obj)
@@ -485,7 +505,7 @@ static enum mw_err check_duplicates(struct walk *w, const cJSON *obj)
     }
     const char **keys = mw_malloc(n * sizeof(*keys));
     if (!keys)
-        return mw_fail(w->err, MW_ENOMEM, "JSON: out of memory checking keys");
+        return fail_with(w->err, MW_ENOMEM, "JSON: out of memory checking keys");
     size_t i = 0;
     cJSON_ArrayForEach(it, obj) keys[i++] = it->string;
     qsort(keys, n, sizeof(*keys), cmp_keys);
@@ -542,12 +562,21 @@ enum mw_err mw_json_parse(const char *data, size_t len, cJSON **out, struct mw_e
     enum mw_err rc = mw_json_check(data, len, MW_JSON_DEPTH_MAX, &info, err);
     if (rc != MW_OK)
         return rc;
+    pthread_mutex_lock(&parse_mu);
     root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
+    pthread_mutex_unlock(&parse_mu);
     if (!root) {
         /* The text is inside the strict grammar, which cJSON accepts entirely (numbers were
          * held to MW_JSON_NUMBER_MAX, depth far below CJSON_NESTING_LIMIT), so what is left
          * is an allocation failing. */
-        return mw_fail(err, MW_ENOMEM, "JSON: out of memory building the tree");
+        return fail_with(err, MW_ENOMEM, "JSON: out of memory building the tree");
+    }
+    /* The scan proved one value and only whitespace after it; cJSON must agree. */
+    for (size_t at = (size_t)(end - data); at < len; at++) {
+        if (!is_ws((unsigned char)data[at])) {
+            rc = fail_with(err, MW_EMALFORMED, "JSON: parsers disagree at byte %zu", at);
+            goto fail;
+        }
     }
     struct walk w = {.src = data, .len = len, .mark_nul = info.has_nul, .err = err};
     rc = walk(&w, root);
@@ -576,23 +605,23 @@ static const cJSON *member(const cJSON *obj, const char *key)
 
 static enum mw_err missing(const char *key, struct mw_error *err)
 {
-    return mw_fail(err, MW_EMALFORMED, "%s: missing", key);
+    return fail_with(err, MW_EMALFORMED, "%s: missing", key);
 }
 
 enum mw_err mw_json_str(const cJSON *item, const char *what, size_t min_len, size_t max_len,
                         const char **out, size_t *len_out, struct mw_error *err)
 {
     if (!cJSON_IsString(item) || !item->valuestring)
-        return mw_fail(err, MW_EMALFORMED, "%s: not a string", what);
+        return fail_with(err, MW_EMALFORMED, "%s: not a string", what);
     if (item->type & NUL_MARK)
-        return mw_fail(err, MW_EMALFORMED, "%s: holds U+0000", what);
+        return fail_with(err, MW_EMALFORMED, "%s: holds U+0000", what);
     size_t n = strlen(item->valuestring);
     if (n > max_len)
-        return mw_fail(err, MW_EMALFORMED, "%s: longer than %zu bytes", what, max_len);
+        return fail_with(err, MW_EMALFORMED, "%s: longer than %zu bytes", what, max_len);
     if (n < min_len && min_len == 1)
-        return mw_fail(err, MW_EMALFORMED, "%s: empty", what);
+        return fail_with(err, MW_EMALFORMED, "%s: empty", what);
     if (n < min_len)
-        return mw_fail(err, MW_EMALFORMED, "%s: shorter than %zu bytes", what, min_len);
+        return fail_with(err, MW_EMALFORMED, "%s: shorter than %zu bytes", what, min_len);
     *out = item->valuestring;
     if (len_out)
         *len_out = n;
@@ -627,17 +656,17 @@ enum mw_err mw_json_int(const cJSON *item, const char *what, int64_t min, int64_
     const double lim = (double)MW_JSON_INT_EXACT_MAX;
 
     if (!cJSON_IsNumber(item))
-        return mw_fail(err, MW_EMALFORMED, "%s: not a number", what);
+        return fail_with(err, MW_EMALFORMED, "%s: not a number", what);
     double d = item->valuedouble;
     /* Written so NaN fails too; only then is the conversion below defined. */
     if (!(d >= -lim && d <= lim))
-        return mw_fail(err, MW_EMALFORMED, "%s: out of range", what);
+        return fail_with(err, MW_EMALFORMED, "%s: out of range", what);
     int64_t i = (int64_t)d;
     if ((double)i != d)
-        return mw_fail(err, MW_EMALFORMED, "%s: not an integer", what);
+        return fail_with(err, MW_EMALFORMED, "%s: not an integer", what);
     if (i < min || i > max)
-        return mw_fail(err, MW_EMALFORMED, "%s: %" PRId64 " is outside %" PRId64 "..%" PRId64, what,
-                       i, min, max);
+        return fail_with(err, MW_EMALFORMED, "%s: %" PRId64 " is outside %" PRId64 "..%" PRId64,
+                         what, i, min, max);
     *out = i;
     return MW_OK;
 }
@@ -680,7 +709,7 @@ enum mw_err mw_json_get_bool(const cJSON *obj, const char *key, bool *out, struc
     if (!v)
         return missing(key, err);
     if (!cJSON_IsBool(v))
-        return mw_fail(err, MW_EMALFORMED, "%s: not true or false", key);
+        return fail_with(err, MW_EMALFORMED, "%s: not true or false", key);
     *out = cJSON_IsTrue(v);
     return MW_OK;
 }
@@ -708,7 +737,8 @@ static enum mw_err get_kind(const cJSON *obj, const char *key, int optional, int
         return MW_OK;
     }
     if (want_object ? !cJSON_IsObject(v) : !cJSON_IsArray(v))
-        return mw_fail(err, MW_EMALFORMED, "%s: not an %s", key, want_object ? "object" : "array");
+        return fail_with(err, MW_EMALFORMED, "%s: not an %s", key,
+                         want_object ? "object" : "array");
     *out = v;
     return MW_OK;
 }

@@ -16,7 +16,8 @@
  *
  * Thread safety: any thread. mw_json_init() runs once per process (later calls do nothing) and
  * every parse in this module calls it; it sets cJSON's process-wide allocator hooks. cJSON
- * records its last error position in a global that nothing here reads. */
+ * writes a global error position on every parse, so mw_json_parse() serializes its call into
+ * cJSON: parse JSON only through it, never with cJSON_Parse*() directly. */
 #ifndef MIDWAY_JSON_H
 #define MIDWAY_JSON_H
 #include "buf.h"

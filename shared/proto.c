@@ -10,6 +10,20 @@
 #include <stdio.h>
 #include <string.h>
 
+/* mw_fail(), but returning code itself even when err already held a failure: callers loop
+ * on outcomes such as MW_EFULL with one struct mw_error, and the code returned must be this
+ * call's. */
+static enum mw_err fail_with(struct mw_error *err, enum mw_err code, const char *fmt, ...)
+    MW_PRINTF(3, 4);
+static enum mw_err fail_with(struct mw_error *err, enum mw_err code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    mw_failv(err, code, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
 /* ---- arena: every string of a decoded object in a few large blocks ---------------------- */
 
 /* Blocks after the first; a decoded object rarely needs more than one or two. */
@@ -270,7 +284,7 @@ static enum mw_err fail_in(struct mw_error *err, enum mw_err code, const struct 
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof(prefix), fmt, ap);
     va_end(ap);
-    return mw_fail(err, code, "%s%s", prefix, e->msg);
+    return fail_with(err, code, "%s%s", prefix, e->msg);
 }
 
 /* Writes a then b into dst (cap bytes with the NUL), cutting what does not fit. */
@@ -299,7 +313,7 @@ static enum mw_err get_uuid(const cJSON *obj, const char *key, struct mw_uuid *o
     if (rc != MW_OK)
         return rc;
     if (mw_uuid_parse(s, n, out) != MW_OK)
-        return mw_fail(e, MW_EMALFORMED, "%s: not a UUID", key);
+        return fail_with(e, MW_EMALFORMED, "%s: not a UUID", key);
     return MW_OK;
 }
 
@@ -312,7 +326,7 @@ static enum mw_err get_time(const cJSON *obj, const char *key, int64_t *out, str
     if (rc != MW_OK)
         return rc;
     if (mw_timestamp_parse(s, n, out, &te) != MW_OK)
-        return mw_fail(e, MW_EMALFORMED, "%s: not an RFC 3339 time (%s)", key, te.msg);
+        return fail_with(e, MW_EMALFORMED, "%s: not an RFC 3339 time (%s)", key, te.msg);
     return MW_OK;
 }
 
@@ -333,7 +347,7 @@ static enum mw_err copy_str(struct mw_proto_arena *a, const cJSON *obj, const ch
     }
     char *copy = arena_strndup(a, s, n);
     if (!copy)
-        return mw_fail(e, MW_ENOMEM, "out of memory");
+        return fail_with(e, MW_ENOMEM, "out of memory");
     *dst = copy;
     return MW_OK;
 }
@@ -345,7 +359,7 @@ static enum mw_err print_json(struct mw_proto_arena *a, const cJSON *item, size_
 {
     char *text = cJSON_PrintUnformatted(item);
     if (!text)
-        return mw_fail(e, MW_ENOMEM, "out of memory");
+        return fail_with(e, MW_ENOMEM, "out of memory");
     size_t n = strlen(text);
     enum mw_err rc = MW_OK;
     if (n > max) {
@@ -353,7 +367,7 @@ static enum mw_err print_json(struct mw_proto_arena *a, const cJSON *item, size_
     } else {
         char *copy = arena_strndup(a, text, n);
         if (!copy) {
-            rc = mw_fail(e, MW_ENOMEM, "out of memory");
+            rc = fail_with(e, MW_ENOMEM, "out of memory");
         } else {
             *dst = copy;
             if (len_out)
@@ -377,10 +391,10 @@ static enum mw_err copy_object_text(struct mw_proto_arena *a, const cJSON *obj, 
     if (!v)
         return MW_OK;
     if (mw_json_has_nul(v))
-        return mw_fail(e, MW_EMALFORMED, "%s: a string in it holds U+0000", key);
+        return fail_with(e, MW_EMALFORMED, "%s: a string in it holds U+0000", key);
     rc = print_json(a, v, MW_OP_DATA_MAX, dst, NULL, e);
     if (rc == MW_ETOOBIG)
-        return mw_fail(e, MW_EMALFORMED, "%s: longer than %u bytes", key, MW_OP_DATA_MAX);
+        return fail_with(e, MW_EMALFORMED, "%s: longer than %u bytes", key, MW_OP_DATA_MAX);
     return rc;
 }
 
@@ -393,7 +407,7 @@ static enum mw_err data_adjust(struct mw_proto_arena *a, const cJSON *d, struct 
     if (rc == MW_OK)
         rc = mw_json_get_i32(d, "delta", INT32_MIN, INT32_MAX, &o->delta, e);
     if (rc == MW_OK && o->delta == 0)
-        rc = mw_fail(e, MW_EMALFORMED, "delta: must not be 0");
+        rc = fail_with(e, MW_EMALFORMED, "delta: must not be 0");
     if (rc == MW_OK)
         rc = copy_str(a, d, "reason", 0, MW_FREE_TEXT_MAX, true, &o->reason, e);
     return rc;
@@ -466,7 +480,7 @@ static enum mw_err data_allocation(struct mw_proto_arena *a, const cJSON *d,
         rc = copy_str(a, d, "override_reason", 0, MW_FREE_TEXT_MAX, true, &o->override_reason, e);
     /* A blank reason is no reason: an override must say why, for whoever audits it later. */
     if (rc == MW_OK && o->manual_override && blank(o->override_reason))
-        rc = mw_fail(e, MW_EMALFORMED, "override_reason: required when manual_override is true");
+        rc = fail_with(e, MW_EMALFORMED, "override_reason: required when manual_override is true");
     return rc;
 }
 
@@ -486,9 +500,9 @@ static enum mw_err data_event(struct mw_proto_arena *a, const cJSON *d, struct m
             if (name_is(event_types[i], type, n))
                 o->event_type = event_types[i];
         if (!o->event_type)
-            rc = mw_fail(e, MW_EMALFORMED,
-                         "event_type: \"%s\" is not sync, update, error, create or delete",
-                         quote(type, q, sizeof(q)));
+            rc = fail_with(e, MW_EMALFORMED,
+                           "event_type: \"%s\" is not sync, update, error, create or delete",
+                           quote(type, q, sizeof(q)));
     }
     if (rc == MW_OK)
         rc = copy_object_text(a, d, "details", false, &o->details, e);
@@ -562,8 +576,8 @@ static enum mw_err decode_op(struct mw_proto_arena *a, size_t index, const cJSON
                 goto nomem;
         }
         if (op->type == MW_OP_UNKNOWN)
-            rc = mw_fail(&e, MW_EMALFORMED, "type: unknown op type \"%s\"",
-                         quote(type, q, sizeof(q)));
+            rc = fail_with(&e, MW_EMALFORMED, "type: unknown op type \"%s\"",
+                           quote(type, q, sizeof(q)));
         (void)judge(&v, rc, MW_REJECT_UNKNOWN_TYPE, "", &e);
     } else {
         (void)judge(&v, rc, MW_REJECT_INVALID, "", &e);
@@ -589,7 +603,7 @@ static enum mw_err decode_op(struct mw_proto_arena *a, size_t index, const cJSON
         if (rc == MW_ENOMEM)
             goto nomem;
         if (rc == MW_ETOOBIG)
-            rc = mw_fail(&e, MW_EMALFORMED, "data: longer than %u bytes", MW_OP_DATA_MAX);
+            rc = fail_with(&e, MW_EMALFORMED, "data: longer than %u bytes", MW_OP_DATA_MAX);
         (void)judge(&v, rc, MW_REJECT_INVALID, "", &e);
     }
     if (data && v.code == MW_REJECT_NONE) {
@@ -601,7 +615,7 @@ static enum mw_err decode_op(struct mw_proto_arena *a, size_t index, const cJSON
          * U+0000 in text or jsonb. */
         if (v.code == MW_REJECT_NONE && mw_json_has_nul(data)) {
             mw_error_clear(&e);
-            rc = mw_fail(&e, MW_EMALFORMED, "data: a string in it holds U+0000");
+            rc = fail_with(&e, MW_EMALFORMED, "data: a string in it holds U+0000");
             (void)judge(&v, rc, MW_REJECT_INVALID, "", &e);
         }
     }
@@ -613,7 +627,7 @@ static enum mw_err decode_op(struct mw_proto_arena *a, size_t index, const cJSON
     }
     return MW_OK;
 nomem:
-    return mw_fail(err, MW_ENOMEM, "push: out of memory decoding ops[%zu]", index);
+    return fail_with(err, MW_ENOMEM, "push: out of memory decoding ops[%zu]", index);
 }
 
 void mw_proto_push_free(struct mw_push *p)
@@ -640,8 +654,8 @@ enum mw_err mw_proto_push_decode(const char *body, size_t len, struct mw_push **
 
     *out = NULL;
     if (len > MW_PUSH_BODY_MAX) {
-        rc = mw_fail(err, MW_ETOOBIG, "push body of %zu bytes is over the limit of %u bytes", len,
-                     MW_PUSH_BODY_MAX);
+        rc = fail_with(err, MW_ETOOBIG, "push body of %zu bytes is over the limit of %u bytes", len,
+                       MW_PUSH_BODY_MAX);
         goto fail;
     }
     rc = mw_json_parse(body, len, &root, err);
@@ -649,14 +663,14 @@ enum mw_err mw_proto_push_decode(const char *body, size_t len, struct mw_push **
         goto fail;
     rc = MW_EMALFORMED;
     if (!cJSON_IsObject(root)) {
-        mw_fail(err, rc, "push body: not a JSON object");
+        fail_with(err, rc, "push body: not a JSON object");
         goto fail;
     }
     rc = mw_json_get_str(root, "device_id", 1, MW_DEVICE_ID_MAX, &dev, &dev_len, err);
     if (rc != MW_OK)
         goto fail;
     if (!device_id_valid(dev, dev_len)) {
-        rc = mw_fail(err, MW_EMALFORMED, "device_id: only A-Z, a-z, 0-9, '.', '_' and '-'");
+        rc = fail_with(err, MW_EMALFORMED, "device_id: only A-Z, a-z, 0-9, '.', '_' and '-'");
         goto fail;
     }
     p = mw_calloc(1, sizeof(*p));
@@ -671,8 +685,8 @@ enum mw_err mw_proto_push_decode(const char *body, size_t len, struct mw_push **
         goto fail;
     cJSON_ArrayForEach(it, ops) n++;
     if (n > MW_OPS_PER_BATCH_MAX) {
-        rc = mw_fail(err, MW_ETOOBIG, "ops: %zu ops, more than %u in one batch", n,
-                     MW_OPS_PER_BATCH_MAX);
+        rc = fail_with(err, MW_ETOOBIG, "ops: %zu ops, more than %u in one batch", n,
+                       MW_OPS_PER_BATCH_MAX);
         goto fail;
     }
     p->arena = arena_new();
@@ -693,15 +707,15 @@ enum mw_err mw_proto_push_decode(const char *body, size_t len, struct mw_push **
     {
         struct mw_op *op = &p->ops[i];
         if (!cJSON_IsObject(it)) {
-            rc = mw_fail(err, MW_EMALFORMED, "ops[%zu]: not an object", i);
+            rc = fail_with(err, MW_EMALFORMED, "ops[%zu]: not an object", i);
             goto fail;
         }
         mw_error_clear(&e);
         rc = get_uuid(it, "op_id", &op->op_id, &e);
         if (rc == MW_OK && mw_uuid_v7_time_ms(&op->op_id) < 0)
-            rc = mw_fail(&e, MW_EMALFORMED, "op_id: not a UUIDv7");
+            rc = fail_with(&e, MW_EMALFORMED, "op_id: not a UUIDv7");
         if (rc == MW_OK && i > 0 && mw_uuid_compare(&op->op_id, &p->ops[i - 1].op_id) <= 0)
-            rc = mw_fail(&e, MW_EMALFORMED, "op_id: not after ops[%zu].op_id", i - 1);
+            rc = fail_with(&e, MW_EMALFORMED, "op_id: not after ops[%zu].op_id", i - 1);
         if (rc != MW_OK) {
             fail_in(err, rc, &e, "ops[%zu].", i);
             goto fail;
@@ -716,7 +730,7 @@ enum mw_err mw_proto_push_decode(const char *body, size_t len, struct mw_push **
     *out = p;
     return MW_OK;
 nomem:
-    rc = mw_fail(err, MW_ENOMEM, "push: out of memory");
+    rc = fail_with(err, MW_ENOMEM, "push: out of memory");
 fail:
     cJSON_Delete(root);
     mw_proto_push_free(p);
@@ -817,8 +831,8 @@ enum mw_err mw_proto_push_begin(struct mw_push_enc *enc, struct mw_buf *out, siz
 
     memset(enc, 0, sizeof(*enc));
     if (!device_id || !device_id_valid(device_id, strnlen(device_id, MW_DEVICE_ID_MAX + 1)))
-        return mw_fail(err, MW_EINVAL, "push: device_id must be 1..%u of [A-Za-z0-9._-]",
-                       MW_DEVICE_ID_MAX);
+        return fail_with(err, MW_EINVAL, "push: device_id must be 1..%u of [A-Za-z0-9._-]",
+                         MW_DEVICE_ID_MAX);
     budget = clamp_budget(out, budget, MW_PUSH_BODY_MAX);
     w_raw(&w, "{\"device_id\":\"");
     w_raw(&w, device_id);
@@ -831,7 +845,7 @@ enum mw_err mw_proto_push_begin(struct mw_push_enc *enc, struct mw_buf *out, siz
         w.rc = mw_buf_reserve(out, PUSH_TAIL_LEN);
     if (w.rc != MW_OK) {
         rollback(out, start);
-        return mw_fail(err, w.rc, "push: cannot start a body in %zu bytes", budget);
+        return fail_with(err, w.rc, "push: cannot start a body in %zu bytes", budget);
     }
     enc->out = out;
     enc->start = start;
@@ -850,7 +864,7 @@ static enum mw_err check_op_data(const char *data, size_t len, size_t *nodes_out
     cJSON *tree = NULL;
     enum mw_err rc = mw_json_check(data, len, PUSH_DATA_DEPTH_MAX, &info, err);
     if (rc == MW_OK && info.root_type != cJSON_Object)
-        rc = mw_fail(err, MW_EMALFORMED, "not a JSON object");
+        rc = fail_with(err, MW_EMALFORMED, "not a JSON object");
     if (rc == MW_OK)
         rc = mw_json_parse(data, len, &tree, err); /* the duplicate-key check */
     cJSON_Delete(tree);
@@ -868,20 +882,20 @@ enum mw_err mw_proto_push_add(struct mw_push_enc *enc, const struct mw_op *op, s
     enum mw_err rc;
 
     if (enc->state != ENC_OPEN)
-        return mw_fail(err, MW_EINVAL, "push: add after end");
+        return fail_with(err, MW_EINVAL, "push: add after end");
     const char *type = mw_proto_op_type_name(op->type);
     if (!type)
-        return mw_fail(err, MW_EINVAL, "push: op of unknown type %d", (int)op->type);
+        return fail_with(err, MW_EINVAL, "push: op of unknown type %d", (int)op->type);
     if (mw_uuid_v7_time_ms(&op->op_id) < 0)
-        return mw_fail(err, MW_EINVAL, "push: op_id is not a UUIDv7");
+        return fail_with(err, MW_EINVAL, "push: op_id is not a UUIDv7");
     if (enc->n_ops > 0 && mw_uuid_compare(&op->op_id, &enc->last_op_id) <= 0)
-        return mw_fail(err, MW_EINVAL, "push: op_id not after the previous op's");
+        return fail_with(err, MW_EINVAL, "push: op_id not after the previous op's");
     if (mw_timestamp_format(op->at_ms, ts, &e) != MW_OK)
         return fail_in(err, MW_EINVAL, &e, "push: at: ");
     if (!op->data_json || op->data_len > MW_OP_DATA_MAX)
-        return mw_fail(err, op->data_json ? MW_ETOOBIG : MW_EINVAL,
-                       "push: op data of %zu bytes (the limit is %u)", op->data_len,
-                       MW_OP_DATA_MAX);
+        return fail_with(err, op->data_json ? MW_ETOOBIG : MW_EINVAL,
+                         "push: op data of %zu bytes (the limit is %u)", op->data_len,
+                         MW_OP_DATA_MAX);
     rc = check_op_data(op->data_json, op->data_len, &data_nodes, &e);
     if (rc != MW_OK)
         return fail_in(err, rc, &e, "push: op data: ");
@@ -895,7 +909,7 @@ enum mw_err mw_proto_push_add(struct mw_push_enc *enc, const struct mw_op *op, s
     size_t used = enc->out->len - enc->start;
     if (enc->n_ops >= MW_OPS_PER_BATCH_MAX || need > enc->budget - PUSH_TAIL_LEN - used ||
         PUSH_OP_NODES + data_nodes > MW_JSON_NODES_MAX - enc->nodes)
-        return mw_fail(err, MW_EFULL, "push: batch full at %zu ops", enc->n_ops);
+        return fail_with(err, MW_EFULL, "push: batch full at %zu ops", enc->n_ops);
 
     size_t mark = enc->out->len;
     struct writer w = {.b = enc->out};
@@ -917,7 +931,7 @@ enum mw_err mw_proto_push_add(struct mw_push_enc *enc, const struct mw_op *op, s
     w_raw(&w, "}");
     if (w.rc != MW_OK) {
         rollback(enc->out, mark);
-        return mw_fail(err, w.rc, "push: appending an op");
+        return fail_with(err, w.rc, "push: appending an op");
     }
     enc->n_ops++;
     enc->nodes += PUSH_OP_NODES + data_nodes;
@@ -934,11 +948,11 @@ size_t mw_proto_push_size(const struct mw_push_enc *enc)
 enum mw_err mw_proto_push_end(struct mw_push_enc *enc, struct mw_error *err)
 {
     if (enc->state != ENC_OPEN)
-        return mw_fail(err, MW_EINVAL, "push: end without an open body");
+        return fail_with(err, MW_EINVAL, "push: end without an open body");
     /* Room for the tail was reserved by begin and every add, so this cannot fail. */
     enum mw_err rc = mw_buf_append(enc->out, PUSH_TAIL, PUSH_TAIL_LEN);
     if (rc != MW_OK)
-        return mw_fail(err, rc, "push: closing the body");
+        return fail_with(err, rc, "push: closing the body");
     enc->state = ENC_ENDED;
     return MW_OK;
 }
@@ -994,8 +1008,8 @@ enum mw_err mw_proto_results_encode(const struct mw_op_result *r, size_t n, stru
 
     for (size_t i = 0; i < n; i++)
         if (!result_valid(&r[i]))
-            return mw_fail(err, MW_EINVAL, "results[%zu]: status %d with code %d", i,
-                           (int)r[i].status, (int)r[i].code);
+            return fail_with(err, MW_EINVAL, "results[%zu]: status %d with code %d", i,
+                             (int)r[i].status, (int)r[i].code);
     w_raw(&w, "{\"results\":[");
     for (size_t i = 0; i < n; i++) {
         w_raw(&w, i ? ",{\"op_id\":" : "{\"op_id\":");
@@ -1021,7 +1035,7 @@ enum mw_err mw_proto_results_encode(const struct mw_op_result *r, size_t n, stru
     w_raw(&w, "]}");
     if (w.rc != MW_OK) {
         rollback(out, start);
-        return mw_fail(err, w.rc, "results: encoding %zu results", n);
+        return fail_with(err, w.rc, "results: encoding %zu results", n);
     }
     return MW_OK;
 }
@@ -1035,7 +1049,8 @@ void mw_proto_results_free(struct mw_results *r)
     mw_free(r);
 }
 
-/* {"code":…,"message":…} into a result. MW_EMALFORMED (in e), MW_ENOMEM. */
+/* The "error" member ({"code":…,"message":…}) of obj into a result. MW_EMALFORMED (in e),
+ * MW_ENOMEM. */
 static enum mw_err decode_error_obj(struct mw_proto_arena *a, const cJSON *obj,
                                     struct mw_op_result *r, struct mw_error *e)
 {
@@ -1043,17 +1058,18 @@ static enum mw_err decode_error_obj(struct mw_proto_arena *a, const cJSON *obj,
     const char *code;
     size_t n;
     enum mw_err rc = mw_json_get_object(obj, "error", &eo, e);
-    if (rc == MW_OK)
-        rc = mw_json_get_str(eo, "code", 1, MW_ERROR_CODE_MAX, &code, &n, e);
-    if (rc == MW_OK && !code_valid(code, n))
-        rc = mw_fail(e, MW_EMALFORMED, "error.code: only a-z, 0-9, '_' and '.'");
     if (rc != MW_OK)
         return rc;
-    r->code = mw_proto_reject_parse(code, n);
-    r->code_name = arena_strndup(a, code, n);
-    if (!r->code_name)
-        return mw_fail(e, MW_ENOMEM, "out of memory");
-    rc = copy_str(a, eo, "message", 0, MW_RESULT_MSG_MAX, true, &r->message, e);
+    rc = mw_json_get_str(eo, "code", 1, MW_ERROR_CODE_MAX, &code, &n, e);
+    if (rc == MW_OK && !code_valid(code, n))
+        rc = fail_with(e, MW_EMALFORMED, "code: only a-z, 0-9, '_' and '.'");
+    if (rc == MW_OK) {
+        r->code = mw_proto_reject_parse(code, n);
+        r->code_name = arena_strndup(a, code, n);
+        if (!r->code_name)
+            return fail_with(e, MW_ENOMEM, "out of memory");
+        rc = copy_str(a, eo, "message", 0, MW_RESULT_MSG_MAX, true, &r->message, e);
+    }
     if (rc == MW_EMALFORMED)
         return reprefix(e, "error.");
     if (rc == MW_OK && !r->message)
@@ -1074,19 +1090,16 @@ static enum mw_err decode_status(const cJSON *obj, enum mw_result_status *out, s
             return MW_OK;
         }
     }
-    return mw_fail(e, MW_EMALFORMED, "status: not applied, rejected or duplicate");
+    return fail_with(e, MW_EMALFORMED, "status: not applied, rejected or duplicate");
 }
 
 static enum mw_err decode_result(struct mw_proto_arena *a, const cJSON *o,
                                  const struct mw_uuid *sent, struct mw_op_result *r,
                                  struct mw_error *e)
 {
-    enum mw_err rc;
-    if (!cJSON_IsObject(o))
-        return mw_fail(e, MW_EMALFORMED, "not an object");
-    rc = get_uuid(o, "op_id", &r->op_id, e);
+    enum mw_err rc = get_uuid(o, "op_id", &r->op_id, e);
     if (rc == MW_OK && mw_uuid_compare(&r->op_id, sent) != 0)
-        rc = mw_fail(e, MW_EMALFORMED, "op_id: not the op sent in this place");
+        rc = fail_with(e, MW_EMALFORMED, "op_id: not the op sent in this place");
     if (rc == MW_OK)
         rc = decode_status(o, &r->status, e);
     if (rc != MW_OK)
@@ -1097,10 +1110,11 @@ static enum mw_err decode_result(struct mw_proto_arena *a, const cJSON *o,
         return MW_OK;
     const cJSON *first;
     rc = mw_json_get_object(o, "first", &first, e);
-    if (rc == MW_OK)
-        rc = decode_status(first, &r->first, e);
+    if (rc != MW_OK)
+        return rc;
+    rc = decode_status(first, &r->first, e);
     if (rc == MW_OK && r->first == MW_RESULT_DUPLICATE)
-        rc = mw_fail(e, MW_EMALFORMED, "status: a first outcome cannot be a duplicate");
+        rc = fail_with(e, MW_EMALFORMED, "status: a first outcome cannot be a duplicate");
     if (rc == MW_OK && r->first == MW_RESULT_REJECTED)
         rc = decode_error_obj(a, first, r, e);
     if (rc == MW_EMALFORMED)
@@ -1124,7 +1138,7 @@ enum mw_err mw_proto_results_decode(const char *body, size_t len, const struct m
     if (rc != MW_OK)
         goto fail;
     if (!cJSON_IsObject(root)) {
-        rc = mw_fail(err, MW_EMALFORMED, "results body: not a JSON object");
+        rc = fail_with(err, MW_EMALFORMED, "results body: not a JSON object");
         goto fail;
     }
     rc = mw_json_get_array(root, "results", &arr, err);
@@ -1132,7 +1146,7 @@ enum mw_err mw_proto_results_decode(const char *body, size_t len, const struct m
         goto fail;
     cJSON_ArrayForEach(it, arr) n++;
     if (n != n_sent) {
-        rc = mw_fail(err, MW_EMALFORMED, "results: %zu results for %zu ops sent", n, n_sent);
+        rc = fail_with(err, MW_EMALFORMED, "results: %zu results for %zu ops sent", n, n_sent);
         goto fail;
     }
     res = mw_calloc(1, sizeof(*res));
@@ -1149,6 +1163,10 @@ enum mw_err mw_proto_results_decode(const char *body, size_t len, const struct m
     size_t i = 0;
     cJSON_ArrayForEach(it, arr)
     {
+        if (!cJSON_IsObject(it)) {
+            rc = fail_with(err, MW_EMALFORMED, "results[%zu]: not an object", i);
+            goto fail;
+        }
         mw_error_clear(&e);
         rc = decode_result(res->arena, it, &sent[i], &res->items[i], &e);
         if (rc != MW_OK) {
@@ -1162,7 +1180,7 @@ enum mw_err mw_proto_results_decode(const char *body, size_t len, const struct m
     *out = res;
     return MW_OK;
 nomem:
-    rc = mw_fail(err, MW_ENOMEM, "results: out of memory");
+    rc = fail_with(err, MW_ENOMEM, "results: out of memory");
 fail:
     cJSON_Delete(root);
     mw_proto_results_free(res);
@@ -1179,8 +1197,8 @@ enum mw_err mw_proto_error_encode(const char *code, const char *message, struct 
     size_t start = out->len;
 
     if (!code || !code_valid(code, strnlen(code, MW_ERROR_CODE_MAX + 1)))
-        return mw_fail(err, MW_EINVAL, "error body: code must be 1..%u of [a-z0-9_.]",
-                       MW_ERROR_CODE_MAX);
+        return fail_with(err, MW_EINVAL, "error body: code must be 1..%u of [a-z0-9_.]",
+                         MW_ERROR_CODE_MAX);
     clean_text(message, clean, sizeof(clean));
     w_raw(&w, "{\"error\":{\"code\":\"");
     w_raw(&w, code);
@@ -1189,7 +1207,7 @@ enum mw_err mw_proto_error_encode(const char *code, const char *message, struct 
     w_raw(&w, "}}");
     if (w.rc != MW_OK) {
         rollback(out, start);
-        return mw_fail(err, w.rc, "error body: encoding");
+        return fail_with(err, w.rc, "error body: encoding");
     }
     return MW_OK;
 }
@@ -1208,18 +1226,18 @@ enum mw_err mw_proto_error_decode(const char *body, size_t len, struct mw_proto_
     if (rc != MW_OK)
         return rc;
     if (!cJSON_IsObject(root)) {
-        rc = mw_fail(err, MW_EMALFORMED, "error body: not a JSON object");
+        rc = fail_with(err, MW_EMALFORMED, "error body: not a JSON object");
         goto done;
     }
     rc = mw_json_get_object(root, "error", &eo, err);
     if (rc == MW_OK)
         rc = mw_json_get_str(eo, "code", 1, MW_ERROR_CODE_MAX, &code, &code_len, err);
     if (rc == MW_OK && !code_valid(code, code_len))
-        rc = mw_fail(err, MW_EMALFORMED, "code: only a-z, 0-9, '_' and '.'");
+        rc = fail_with(err, MW_EMALFORMED, "code: only a-z, 0-9, '_' and '.'");
     if (rc == MW_OK)
         rc = mw_json_get_str_opt(eo, "message", 0, MW_RESULT_MSG_MAX, &msg, &msg_len, err);
     if (rc != MW_OK) {
-        mw_fail(err, rc, "error body");
+        fail_with(err, rc, "error body");
         goto done;
     }
     memcpy(out->code, code, code_len + 1);
@@ -1403,13 +1421,13 @@ enum mw_err mw_proto_pull_begin(struct mw_pull_enc *enc, struct mw_buf *out, siz
     memset(enc, 0, sizeof(*enc));
     budget = clamp_budget(out, budget, MW_PULL_BODY_MAX);
     if (budget < strlen(head) + PULL_TAIL_MAX)
-        return mw_fail(err, MW_EINVAL, "pull: a page needs more than %zu bytes", budget);
+        return fail_with(err, MW_EINVAL, "pull: a page needs more than %zu bytes", budget);
     rc = mw_buf_append(out, head, strlen(head));
     if (rc == MW_OK)
         rc = mw_buf_reserve(out, PULL_TAIL_MAX);
     if (rc != MW_OK) {
         rollback(out, start);
-        return mw_fail(err, rc, "pull: starting a page");
+        return fail_with(err, rc, "pull: starting a page");
     }
     enc->out = out;
     enc->start = start;
@@ -1425,12 +1443,12 @@ enum mw_err mw_proto_pull_add(struct mw_pull_enc *enc, const struct mw_change *c
     size_t nodes = 0;
 
     if (enc->state != ENC_OPEN)
-        return mw_fail(err, MW_EINVAL, "pull: add after end");
+        return fail_with(err, MW_EINVAL, "pull: add after end");
     if (!change_valid(c, &nodes))
-        return mw_fail(err, MW_EINVAL, "pull: change %zu (kind %d, op %d) is out of bounds",
-                       enc->n_changes, (int)c->kind, (int)c->op);
+        return fail_with(err, MW_EINVAL, "pull: change %zu (kind %d, op %d) is out of bounds",
+                         enc->n_changes, (int)c->kind, (int)c->op);
     if (enc->n_changes >= MW_PULL_LIMIT_MAX || nodes > MW_JSON_NODES_MAX - enc->nodes)
-        return mw_fail(err, MW_EFULL, "pull: page full at %zu changes", enc->n_changes);
+        return fail_with(err, MW_EFULL, "pull: page full at %zu changes", enc->n_changes);
 
     size_t mark = enc->out->len;
     struct writer w = {.b = enc->out};
@@ -1447,7 +1465,7 @@ enum mw_err mw_proto_pull_add(struct mw_pull_enc *enc, const struct mw_change *c
         enum mw_err rc = w.rc == MW_ETOOBIG ? MW_EFULL : w.rc;
         if (rc == MW_EMALFORMED)
             rc = MW_EINVAL; /* text that is not UTF-8; change_valid should have caught it */
-        return mw_fail(err, rc, "pull: appending change %zu", enc->n_changes);
+        return fail_with(err, rc, "pull: appending change %zu", enc->n_changes);
     }
     enc->n_changes++;
     enc->nodes += nodes;
@@ -1458,10 +1476,10 @@ enum mw_err mw_proto_pull_end(struct mw_pull_enc *enc, const char *cursor, bool 
                               struct mw_error *err)
 {
     if (enc->state != ENC_OPEN)
-        return mw_fail(err, MW_EINVAL, "pull: end without an open page");
+        return fail_with(err, MW_EINVAL, "pull: end without an open page");
     if (!mw_proto_cursor_valid(cursor))
-        return mw_fail(err, MW_EINVAL, "pull: cursor must be 1..%u of [A-Za-z0-9._:-]",
-                       MW_CURSOR_MAX);
+        return fail_with(err, MW_EINVAL, "pull: cursor must be 1..%u of [A-Za-z0-9._:-]",
+                         MW_CURSOR_MAX);
     size_t mark = enc->out->len;
     struct writer w = {.b = enc->out};
     w_raw(&w, "],\"cursor\":\"");
@@ -1471,7 +1489,7 @@ enum mw_err mw_proto_pull_end(struct mw_pull_enc *enc, const char *cursor, bool 
     w_raw(&w, "}");
     if (w.rc != MW_OK) {
         rollback(enc->out, mark);
-        return mw_fail(err, w.rc, "pull: closing the page");
+        return fail_with(err, w.rc, "pull: closing the page");
     }
     enc->state = ENC_ENDED;
     return MW_OK;
@@ -1507,10 +1525,10 @@ static enum mw_err copy_names(struct mw_proto_arena *a, const cJSON *obj, const 
         return rc;
     cJSON_ArrayForEach(it, arr) n++;
     if (n > n_max)
-        return mw_fail(e, MW_EMALFORMED, "%s: more than %zu entries", key, n_max);
+        return fail_with(e, MW_EMALFORMED, "%s: more than %zu entries", key, n_max);
     const char **names = n ? arena_alloc(a, n * sizeof(*names), _Alignof(const char *)) : NULL;
     if (n && !names)
-        return mw_fail(e, MW_ENOMEM, "out of memory");
+        return fail_with(e, MW_ENOMEM, "out of memory");
     size_t i = 0;
     cJSON_ArrayForEach(it, arr)
     {
@@ -1523,7 +1541,7 @@ static enum mw_err copy_names(struct mw_proto_arena *a, const cJSON *obj, const 
             return rc;
         names[i] = arena_strndup(a, s, len);
         if (!names[i])
-            return mw_fail(e, MW_ENOMEM, "out of memory");
+            return fail_with(e, MW_ENOMEM, "out of memory");
         i++;
     }
     *dst = names;
@@ -1538,8 +1556,6 @@ static enum mw_err decode_change(struct mw_proto_arena *a, const cJSON *o, struc
     size_t n;
     enum mw_err rc;
 
-    if (!cJSON_IsObject(o))
-        return mw_fail(e, MW_EMALFORMED, "not an object");
     rc = mw_json_get_str(o, "kind", 1, SIZE_MAX, &s, &n, e);
     if (rc != MW_OK)
         return rc;
@@ -1557,7 +1573,7 @@ static enum mw_err decode_change(struct mw_proto_arena *a, const cJSON *o, struc
     else if (name_is("delete", s, n))
         c->op = MW_CHANGE_DELETE;
     else
-        return mw_fail(e, MW_EMALFORMED, "op: not upsert or delete");
+        return fail_with(e, MW_EMALFORMED, "op: not upsert or delete");
     bool up = c->op == MW_CHANGE_UPSERT;
 
     switch (c->kind) {
@@ -1643,15 +1659,15 @@ enum mw_err mw_proto_pull_decode(const char *body, size_t len, struct mw_pull **
 
     *out = NULL;
     if (len > MW_PULL_BODY_MAX) {
-        rc = mw_fail(err, MW_ETOOBIG, "pull page of %zu bytes is over the limit of %u bytes", len,
-                     MW_PULL_BODY_MAX);
+        rc = fail_with(err, MW_ETOOBIG, "pull page of %zu bytes is over the limit of %u bytes", len,
+                       MW_PULL_BODY_MAX);
         goto fail;
     }
     rc = mw_json_parse(body, len, &root, err);
     if (rc != MW_OK)
         goto fail;
     if (!cJSON_IsObject(root)) {
-        rc = mw_fail(err, MW_EMALFORMED, "pull page: not a JSON object");
+        rc = fail_with(err, MW_EMALFORMED, "pull page: not a JSON object");
         goto fail;
     }
     p = mw_calloc(1, sizeof(*p));
@@ -1661,7 +1677,7 @@ enum mw_err mw_proto_pull_decode(const char *body, size_t len, struct mw_pull **
     if (rc != MW_OK)
         goto fail;
     if (!mw_proto_cursor_valid(cursor)) {
-        rc = mw_fail(err, MW_EMALFORMED, "cursor: only A-Z, a-z, 0-9, '.', '_', ':' and '-'");
+        rc = fail_with(err, MW_EMALFORMED, "cursor: only A-Z, a-z, 0-9, '.', '_', ':' and '-'");
         goto fail;
     }
     memcpy(p->cursor, cursor, cursor_len + 1);
@@ -1672,8 +1688,8 @@ enum mw_err mw_proto_pull_decode(const char *body, size_t len, struct mw_pull **
         goto fail;
     cJSON_ArrayForEach(it, arr) n++;
     if (n > MW_PULL_LIMIT_MAX) {
-        rc = mw_fail(err, MW_ETOOBIG, "changes: %zu changes, more than %u in one page", n,
-                     MW_PULL_LIMIT_MAX);
+        rc = fail_with(err, MW_ETOOBIG, "changes: %zu changes, more than %u in one page", n,
+                       MW_PULL_LIMIT_MAX);
         goto fail;
     }
     p->arena = arena_new();
@@ -1689,6 +1705,10 @@ enum mw_err mw_proto_pull_decode(const char *body, size_t len, struct mw_pull **
     size_t i = 0;
     cJSON_ArrayForEach(it, arr)
     {
+        if (!cJSON_IsObject(it)) {
+            rc = fail_with(err, MW_EMALFORMED, "changes[%zu]: not an object", i);
+            goto fail;
+        }
         mw_error_clear(&e);
         rc = decode_change(p->arena, it, &p->changes[i], &e);
         if (rc != MW_OK) {
@@ -1702,7 +1722,7 @@ enum mw_err mw_proto_pull_decode(const char *body, size_t len, struct mw_pull **
     *out = p;
     return MW_OK;
 nomem:
-    rc = mw_fail(err, MW_ENOMEM, "pull: out of memory");
+    rc = fail_with(err, MW_ENOMEM, "pull: out of memory");
 fail:
     cJSON_Delete(root);
     mw_proto_pull_free(p);

@@ -22,8 +22,8 @@
  * Thread safety: any thread; objects belong to one thread at a time. */
 #ifndef MIDWAY_PROTO_H
 #define MIDWAY_PROTO_H
-#include "buf.h"
 #include "bounds.h"
+#include "buf.h"
 #include "midway/err.h"
 #include "uuid.h"
 

@@ -5,10 +5,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
-#include "gunzip.h"
 #include "bounds.h"
+#include "gunzip.h"
 #include "mem.h"
 
 #include <stdbool.h>
@@ -116,8 +117,7 @@ static struct mw_buf make_bomb(size_t inflated)
     assert_non_null(zeros);
     mw_buf_init(&bomb, 16u << 20);
     memset(&zs, 0, sizeof(zs));
-    assert_int_equal(deflateInit2(&zs, 9, Z_DEFLATED, 16 + MAX_WBITS, 9, Z_DEFAULT_STRATEGY),
-                     Z_OK);
+    assert_int_equal(deflateInit2(&zs, 9, Z_DEFLATED, 16 + MAX_WBITS, 9, Z_DEFAULT_STRATEGY), Z_OK);
     size_t left = inflated;
     int zrc = Z_OK;
     do {
@@ -226,8 +226,8 @@ static void test_gunzip_truncated(void **state)
     fill_random(data, n / 2, 7);
     fill_text(data + n / 2, n - n / 2);
     struct mw_buf z = gz(data, n);
-    const size_t cuts[] = {1, 2, 3, 9, 10, 11, z.len / 3, z.len / 2, z.len - 8, z.len - 5,
-                           z.len - 1};
+    const size_t cuts[] = {1,         2,         3,         9,         10,       11,
+                           z.len / 3, z.len / 2, z.len - 8, z.len - 5, z.len - 1};
     for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
         struct mw_buf out;
         enum mw_err rc = inflate_into(z.data, cuts[i], MW_PUSH_BODY_MAX, &out);
@@ -284,8 +284,8 @@ static void test_gunzip_trailing_data(void **state)
         const char *tail;
         size_t len;
     } tails[] = {
-        {"x", 1}, {"\0", 1}, {"\0\0\0\0\0\0\0\0", 8}, {"\x1f", 1}, {"\x1f\x8b", 2},
-        {"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", 10},
+        {"x", 1},    {"\0", 1},       {"\0\0\0\0\0\0\0\0", 8},
+        {"\x1f", 1}, {"\x1f\x8b", 2}, {"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", 10},
     };
     for (size_t i = 0; i < sizeof(tails) / sizeof(tails[0]); i++) {
         struct mw_buf in;

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include "http.h"
@@ -189,6 +190,123 @@ static void test_http_one_byte_at_a_time(void **state)
     mw_http_parser_cleanup(&p);
 }
 
+/* Feeds in[0, len) in pieces of the given sizes (cycled), taking requests as they complete,
+ * the way the I/O loop does. Returns how many requests completed; paths go into seen. */
+static size_t drive(const char *in, size_t len, const size_t *pieces, size_t npieces,
+                    char seen[][16], size_t max_seen)
+{
+    struct mw_http_parser p;
+    size_t done = 0;
+    size_t off = 0;
+    size_t k = 0;
+    mw_http_parser_init(&p, 0, 0);
+    while (off < len) {
+        size_t n = pieces[k++ % npieces];
+        if (n > len - off)
+            n = len - off;
+        /* A piece may hold the end of one request and the start of the next. */
+        size_t piece_end = off + n;
+        while (off < piece_end) {
+            size_t used = 0;
+            enum mw_http_result r = mw_http_parser_feed(&p, in + off, piece_end - off, &used);
+            assert_int_not_equal(r, MW_HTTP_ERROR);
+            assert_true(used <= piece_end - off);
+            off += used;
+            if (r == MW_HTTP_DONE) {
+                assert_true(done < max_seen);
+                snprintf(seen[done++], 16, "%.8s:%zu", p.req.path, p.req.body.len);
+                mw_http_parser_reset(&p);
+            } else {
+                assert_int_equal(off, piece_end);
+            }
+        }
+    }
+    mw_http_parser_cleanup(&p);
+    return done;
+}
+
+static void test_http_every_split(void **state)
+{
+    (void)state;
+    const char *in = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+                     "POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+                     "\r\n" /* a stray CRLF between requests is ignored */
+                     "POST /c HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx";
+    size_t len = strlen(in);
+    char seen[8][16];
+
+    for (size_t cut = 1; cut < len; cut++) {
+        size_t pieces[2] = {cut, len};
+        assert_int_equal(drive(in, len, pieces, 2, seen, 8), 3);
+        assert_string_equal(seen[0], "/a:0");
+        assert_string_equal(seen[1], "/b:5");
+        assert_string_equal(seen[2], "/c:1");
+    }
+    for (size_t step = 1; step < 12; step++) {
+        size_t pieces[3] = {step, step + 5, 1};
+        assert_int_equal(drive(in, len, pieces, 3, seen, 8), 3);
+        assert_string_equal(seen[2], "/c:1");
+    }
+}
+
+/* Random bytes and mangled requests must end in a clean answer, never a crash or a read
+ * past the input (run under AddressSanitizer). */
+static void test_http_random_input(void **state)
+{
+    (void)state;
+    const char *base = "POST /v1/sync/push?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n"
+                       "Authorization: Bearer abc\r\nX-Correlation-ID: c\r\n\r\nbody";
+    size_t blen = strlen(base);
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int iter = 0; iter < 3000; iter++) {
+        size_t n = 0;
+        uint8_t buf[256];
+        if (iter % 2 == 0) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            n = (size_t)(x % sizeof(buf));
+            for (size_t i = 0; i < n; i++) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf[i] = (uint8_t)x;
+            }
+        } else {
+            memcpy(buf, base, blen);
+            n = blen;
+            for (int m = 0; m < 3; m++) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf[(x >> 8) % n] = (uint8_t)x;
+            }
+        }
+        struct mw_http_parser p;
+        mw_http_parser_init(&p, 512, 64);
+        size_t off = 0;
+        enum mw_http_result r = MW_HTTP_NEED_MORE;
+        while (off < n && r == MW_HTTP_NEED_MORE) {
+            size_t piece = 1 + (size_t)((x >> (off % 32)) % 7);
+            if (piece > n - off)
+                piece = n - off;
+            uint8_t *copy = malloc(piece); /* exact-size copy: ASan sees any over-read */
+            assert_non_null(copy);
+            memcpy(copy, buf + off, piece);
+            size_t used = 0;
+            r = mw_http_parser_feed(&p, copy, piece, &used);
+            free(copy);
+            assert_true(used <= piece);
+            off += used;
+        }
+        if (r == MW_HTTP_ERROR) {
+            assert_true(p.status >= 400 && p.status <= 505);
+            assert_non_null(p.code);
+        }
+        mw_http_parser_cleanup(&p);
+    }
+}
+
 static void test_http_keep_alive_rules(void **state)
 {
     (void)state;
@@ -312,7 +430,8 @@ static void test_http_authorization_forms(void **state)
     char *tok = repeat('t', MW_HTTP_BEARER_MAX + 1);
     char req[1024];
     for (size_t extra = 0; extra < 2; extra++) {
-        snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer %.*s\r\n\r\n",
+        snprintf(req, sizeof(req),
+                 "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer %.*s\r\n\r\n",
                  (int)(MW_HTTP_BEARER_MAX + extra), tok);
         struct mw_http_parser p;
         mw_http_parser_init(&p, 0, 0);
@@ -399,7 +518,8 @@ static void test_http_body_max_decided_before_body(void **state)
     size_t used = 0;
 
     /* Default bound: only the head is sent, and the answer is already known. */
-    snprintf(req, sizeof(req), "POST /v1/sync/push HTTP/1.1\r\nHost: h\r\nContent-Length: %u\r\n\r\n",
+    snprintf(req, sizeof(req),
+             "POST /v1/sync/push HTTP/1.1\r\nHost: h\r\nContent-Length: %u\r\n\r\n",
              MW_PUSH_BODY_MAX + 1u);
     mw_http_parser_init(&p, 0, 0);
     assert_int_equal(parse(&p, req, &used), MW_HTTP_ERROR);
@@ -447,7 +567,10 @@ static void test_http_chunked_and_transfer_codings(void **state)
 static void test_http_smuggling_and_syntax_refused(void **state)
 {
     (void)state;
-#define CASE(s, st) {s, sizeof(s) - 1, st}
+#define CASE(s, st)          \
+    {                        \
+        s, sizeof(s) - 1, st \
+    }
     static const struct {
         const char *req;
         size_t len;
@@ -599,9 +722,9 @@ static void test_http_expect_continue(void **state)
     /* HTTP/1.0 cannot expect 100 (RFC 9110 section 10.1.1). */
     mw_http_parser_cleanup(&p);
     mw_http_parser_init(&p, 0, 0);
-    assert_int_equal(parse(&p, "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
-                           &used),
-                     MW_HTTP_NEED_MORE);
+    assert_int_equal(
+        parse(&p, "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", &used),
+        MW_HTTP_NEED_MORE);
     assert_false(p.req.expect_continue);
     assert_false(mw_http_parser_take_continue(&p));
     mw_http_parser_cleanup(&p);
@@ -667,9 +790,9 @@ static void test_http_query_param(void **state)
         const char *name;
         enum mw_err rc;
     } bad[] = {
-        {"bad1", MW_EMALFORMED}, {"bad2", MW_EMALFORMED}, {"bad3", MW_EMALFORMED},
-        {"bad4", MW_EMALFORMED}, {"dup", MW_EMALFORMED},  {"long", MW_ETOOBIG},
-        {"missing", MW_ENOTFOUND}, {"curs", MW_ENOTFOUND}, {"", MW_ENOTFOUND},
+        {"bad1", MW_EMALFORMED},   {"bad2", MW_EMALFORMED}, {"bad3", MW_EMALFORMED},
+        {"bad4", MW_EMALFORMED},   {"dup", MW_EMALFORMED},  {"long", MW_ETOOBIG},
+        {"missing", MW_ENOTFOUND}, {"curs", MW_ENOTFOUND},  {"", MW_ENOTFOUND},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         mw_error_clear(&err);
@@ -835,24 +958,22 @@ static void test_http_response_refuses_bad_arguments(void **state)
 
     assert_int_equal(mw_http_response_write(&out, 100, NULL, NULL, true, NULL, NULL, 0), MW_EINVAL);
     assert_int_equal(mw_http_response_write(&out, 600, NULL, NULL, true, NULL, NULL, 0), MW_EINVAL);
-    assert_int_equal(mw_http_response_write(&out, 200, NULL, "a\r\nSet-Cookie: x", true, NULL,
-                                            NULL, 0),
-                     MW_EINVAL);
+    assert_int_equal(
+        mw_http_response_write(&out, 200, NULL, "a\r\nSet-Cookie: x", true, NULL, NULL, 0),
+        MW_EINVAL);
     assert_int_equal(mw_http_response_write(&out, 200, NULL, "a b", true, NULL, NULL, 0),
                      MW_EINVAL);
-    assert_int_equal(mw_http_response_write(&out, 200, "text/plain\r\nX: y", NULL, true, NULL,
-                                            NULL, 0),
-                     MW_EINVAL);
-    assert_int_equal(mw_http_response_write(&out, 200, NULL, NULL, true, "Retry-After: 1", NULL,
-                                            0),
+    assert_int_equal(
+        mw_http_response_write(&out, 200, "text/plain\r\nX: y", NULL, true, NULL, NULL, 0),
+        MW_EINVAL);
+    assert_int_equal(mw_http_response_write(&out, 200, NULL, NULL, true, "Retry-After: 1", NULL, 0),
                      MW_EINVAL);
     assert_int_equal(mw_http_response_write(&out, 200, NULL, NULL, true, "\r\n", NULL, 0),
                      MW_EINVAL);
-    assert_int_equal(mw_http_response_write(&out, 200, NULL, NULL, true, "A: 1\r\n\r\nB: 2\r\n",
-                                            NULL, 0),
-                     MW_EINVAL);
-    assert_int_equal(mw_http_response_write(&out, 200, NULL, NULL, true, "A: 1\nB: 2\r\n", NULL,
-                                            0),
+    assert_int_equal(
+        mw_http_response_write(&out, 200, NULL, NULL, true, "A: 1\r\n\r\nB: 2\r\n", NULL, 0),
+        MW_EINVAL);
+    assert_int_equal(mw_http_response_write(&out, 200, NULL, NULL, true, "A: 1\nB: 2\r\n", NULL, 0),
                      MW_EINVAL);
     assert_int_equal(out.len, 6);
 
@@ -883,9 +1004,9 @@ static void test_http_error_json_escaped(void **state)
     mw_buf_init(&out, 4096);
     const char *msg = "say \"hi\" \\ path\nline\ttab\x01 caf\xc3\xa9 \xff end \xe2\x82";
 
-    assert_int_equal(mw_http_error_write(&out, 413, "body_too_large", msg, "cid-9", false,
-                                         "Retry-After: 2\r\n"),
-                     MW_OK);
+    assert_int_equal(
+        mw_http_error_write(&out, 413, "body_too_large", msg, "cid-9", false, "Retry-After: 2\r\n"),
+        MW_OK);
     char *head = check_response_framing(&out, &body_off, &clen);
     assert_non_null(strstr(head, "HTTP/1.1 413 Content Too Large\r\n"));
     assert_non_null(strstr(head, "\r\nContent-Type: application/json\r\n"));
@@ -916,8 +1037,9 @@ static void test_http_error_json_escaped(void **state)
 
     /* Overlong encodings and surrogates are not UTF-8 either. */
     mw_buf_reset(&out);
-    assert_int_equal(mw_http_error_write(&out, 400, "c", "\xc0\xaf\xed\xa0\x80\xf4\x90\x80\x80"
-                                                         "\xf0\x9f\x98\x80",
+    assert_int_equal(mw_http_error_write(&out, 400, "c",
+                                         "\xc0\xaf\xed\xa0\x80\xf4\x90\x80\x80"
+                                         "\xf0\x9f\x98\x80",
                                          NULL, true, NULL),
                      MW_OK);
     const char *b = strstr((const char *)out.data, "\r\n\r\n") + 4;
@@ -1002,6 +1124,8 @@ int main(void)
         cmocka_unit_test(test_http_post_with_body),
         cmocka_unit_test(test_http_pipelined_requests),
         cmocka_unit_test(test_http_one_byte_at_a_time),
+        cmocka_unit_test(test_http_every_split),
+        cmocka_unit_test(test_http_random_input),
         cmocka_unit_test(test_http_keep_alive_rules),
         cmocka_unit_test(test_http_accepted_variants),
         cmocka_unit_test(test_http_authorization_forms),

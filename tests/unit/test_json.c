@@ -1,7 +1,7 @@
 /* test_json.c - the strict JSON layer: what it refuses before cJSON sees it, and the typed
  * reads the protocol codec builds on. */
-#include "json.h"
 #include "bounds.h"
+#include "json.h"
 #include "mem.h"
 
 #include <stdint.h>
@@ -69,23 +69,23 @@ static void test_json_utf8_rejects_invalid_sequences(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "\"\xC0\xAF\"",         /* overlong '/' */
-        "\"\xC1\xBF\"",         /* overlong 2-byte */
-        "\"\xE0\x80\xAF\"",     /* overlong 3-byte */
-        "\"\xE0\x9F\xBF\"",     /* overlong U+07FF */
-        "\"\xF0\x80\x80\xAF\"", /* overlong 4-byte */
-        "\"\xF0\x8F\xBF\xBF\"", /* overlong U+FFFF */
-        "\"\xED\xA0\x80\"",     /* U+D800, a surrogate */
-        "\"\xED\xBF\xBF\"",     /* U+DFFF */
+        "\"\xC0\xAF\"",                 /* overlong '/' */
+        "\"\xC1\xBF\"",                 /* overlong 2-byte */
+        "\"\xE0\x80\xAF\"",             /* overlong 3-byte */
+        "\"\xE0\x9F\xBF\"",             /* overlong U+07FF */
+        "\"\xF0\x80\x80\xAF\"",         /* overlong 4-byte */
+        "\"\xF0\x8F\xBF\xBF\"",         /* overlong U+FFFF */
+        "\"\xED\xA0\x80\"",             /* U+D800, a surrogate */
+        "\"\xED\xBF\xBF\"",             /* U+DFFF */
         "\"\xED\xA0\xBD\xED\xB8\x80\"", /* a CESU-8 surrogate pair */
-        "\"\xF4\x90\x80\x80\"", /* U+110000 */
-        "\"\xF5\x80\x80\x80\"", /* lead byte past U+10FFFF */
+        "\"\xF4\x90\x80\x80\"",         /* U+110000 */
+        "\"\xF5\x80\x80\x80\"",         /* lead byte past U+10FFFF */
         "\"\xFF\"",
-        "\"\x80\"",             /* lone continuation byte */
-        "\"\xE2\x82\"",         /* truncated sequence */
-        "\"\xC3\"",             /* truncated at the quote */
-        "\"\xC3\x28\"",         /* bad continuation */
-        "\xC3\xA9",             /* non-ASCII outside a string */
+        "\"\x80\"",     /* lone continuation byte */
+        "\"\xE2\x82\"", /* truncated sequence */
+        "\"\xC3\"",     /* truncated at the quote */
+        "\"\xC3\x28\"", /* bad continuation */
+        "\xC3\xA9",     /* non-ASCII outside a string */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         expect_malformed(bad[i]);
@@ -104,7 +104,7 @@ static void test_json_escapes_surrogates_checked(void **state)
     expect_malformed("\"\\ude00\"");        /* lone low surrogate */
     expect_malformed("\"\\ud83d\\u0041\""); /* high followed by a non-surrogate */
     expect_malformed("\"\\ud83dx\"");
-    expect_malformed("\"\\uZZZZ\"");        /* cJSON alone reads this as U+0000 */
+    expect_malformed("\"\\uZZZZ\""); /* cJSON alone reads this as U+0000 */
     expect_malformed("\"\\u12\"");
     expect_malformed("\"\\x41\"");
     expect_malformed("\"\\U0041\"");
@@ -120,13 +120,21 @@ static void test_json_grammar_is_strict(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "",       " ",        "01",       "+1",       ".5",        "1.",        "1e",
-        "-",      "--1",      "0x10",     "NaN",      "Infinity",  "-Infinity", "nan",
-        "[1,]",   "{,}",      "{\"a\":1,}", "[,1]",    "{\"a\"}",   "{\"a\" 1}", "{1:2}",
-        "{'a':1}", "'a'",     "tru",      "nul",      "True",      "[1 2]",     "\"a",
-        "\"a\tb\"", "\"a\nb\"", "// c\n1", "/* c */ 1", "\xEF\xBB\xBF{}", "[}", "{]",
-        "[1]]",   "{}}",      "{} x",     "{}{}",     "1 2",       "\"\\\"",    "[\"a\" \"b\"]",
-        "\f1",    "\v1",      "1\x01",
+        "",          " ",          "01",
+        "+1",        ".5",         "1.",
+        "1e",        "-",          "--1",
+        "0x10",      "NaN",        "Infinity",
+        "-Infinity", "nan",        "[1,]",
+        "{,}",       "{\"a\":1,}", "[,1]",
+        "{\"a\"}",   "{\"a\" 1}",  "{1:2}",
+        "{'a':1}",   "'a'",        "tru",
+        "nul",       "True",       "[1 2]",
+        "\"a",       "\"a\tb\"",   "\"a\nb\"",
+        "// c\n1",   "/* c */ 1",  "\xEF\xBB\xBF{}",
+        "[}",        "{]",         "[1]]",
+        "{}}",       "{} x",       "{}{}",
+        "1 2",       "\"\\\"",     "[\"a\" \"b\"]",
+        "\f1",       "\v1",        "1\x01",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         expect_malformed(bad[i]);
@@ -365,8 +373,9 @@ static void test_json_nul_escape_marked_not_hidden(void **state)
     assert_true(cJSON_IsString(a));
     char *printed = cJSON_PrintUnformatted(root);
     assert_non_null(printed);
-    assert_string_equal(printed, "{\"a\":\"x\",\"b\":\"ok\",\"c\":\"\\\\u0000\",\"d\":{\"e\":[\"\"]},"
-                                 "\"f\":[1]}");
+    assert_string_equal(printed,
+                        "{\"a\":\"x\",\"b\":\"ok\",\"c\":\"\\\\u0000\",\"d\":{\"e\":[\"\"]},"
+                        "\"f\":[1]}");
     cJSON_free(printed);
     cJSON_Delete(root);
 
@@ -440,8 +449,7 @@ static void test_json_get_int_is_integral_and_in_range(void **state)
     assert_int_equal(mw_json_get_i64(root, "huge", INT64_MIN, INT64_MAX, &v64, &err),
                      MW_EMALFORMED);
     mw_error_clear(&err);
-    assert_int_equal(mw_json_get_i64(root, "inf", INT64_MIN, INT64_MAX, &v64, &err),
-                     MW_EMALFORMED);
+    assert_int_equal(mw_json_get_i64(root, "inf", INT64_MIN, INT64_MAX, &v64, &err), MW_EMALFORMED);
     mw_error_clear(&err);
     assert_int_equal(mw_json_get_i32(root, "negzero", 0, 10, &v32, &err), MW_OK);
     assert_int_equal(v32, 0);
@@ -485,8 +493,7 @@ static void test_json_get_int_is_integral_and_in_range(void **state)
     assert_false(present);
     assert_int_equal(mw_json_get_i32_opt(root, "sci", 0, 1000, &present, &v32, &err), MW_OK);
     assert_true(present);
-    assert_int_equal(mw_json_get_i32_opt(root, "half", 0, 10, &present, &v32, &err),
-                     MW_EMALFORMED);
+    assert_int_equal(mw_json_get_i32_opt(root, "half", 0, 10, &present, &v32, &err), MW_EMALFORMED);
     assert_false(present);
     cJSON_Delete(root);
 }
@@ -541,8 +548,9 @@ static void test_json_append_str_round_trips(void **state)
 
     mw_buf_init(&b, 1024);
     assert_int_equal(mw_json_append_str(&b, in, sizeof(in) - 1), MW_OK);
-    assert_string_equal((const char *)b.data,
-                        "\"q\\\"b\\\\s/\\b\\f\\n\\r\\t\\u0001\\u001f\x7F \xC3\xA9\xF0\x9F\x98\x80\"");
+    assert_string_equal(
+        (const char *)b.data,
+        "\"q\\\"b\\\\s/\\b\\f\\n\\r\\t\\u0001\\u001f\x7F \xC3\xA9\xF0\x9F\x98\x80\"");
     assert_int_equal(mw_json_parse((const char *)b.data, b.len, &root, &err), MW_OK);
     assert_string_equal(root->valuestring, in);
     cJSON_Delete(root);

@@ -1,7 +1,7 @@
 /* test_proto.c - protocol v1 bodies: push envelopes and per-op verdicts, the incremental push
  * encoder, results, error bodies and pull pages, and allocation failures while decoding. */
+#include "bounds.h"
 #include "json.h"
-#include "limits.h"
 #include "mem.h"
 #include "proto.h"
 #include "timestamp.h"
@@ -244,14 +244,17 @@ static void test_proto_push_optional_fields_absent_or_null(void **state)
     struct text t = {0};
 
     t_add(&t, "{\"device_id\":\"d\"," BATCH ",\"ops\":[");
-    t_add(&t, "{\"op_id\":\"%s\"," COMMON ",\"type\":\"inventory.adjust\","
-              "\"data\":{\"sku\":\"A\",\"delta\":1,\"reason\":null}},",
+    t_add(&t,
+          "{\"op_id\":\"%s\"," COMMON ",\"type\":\"inventory.adjust\","
+          "\"data\":{\"sku\":\"A\",\"delta\":1,\"reason\":null}},",
           v7_text(1, id1));
-    t_add(&t, "{\"op_id\":\"%s\"," COMMON ",\"type\":\"interaction.record\","
-              "\"data\":{\"action\":\"login\",\"metadata\":null,\"target_entity_id\":\"\"}},",
+    t_add(&t,
+          "{\"op_id\":\"%s\"," COMMON ",\"type\":\"interaction.record\","
+          "\"data\":{\"action\":\"login\",\"metadata\":null,\"target_entity_id\":\"\"}},",
           v7_text(2, id2));
-    t_add(&t, "{\"op_id\":\"%s\"," COMMON ",\"type\":\"allocation.record\","
-              "\"data\":{\"sku\":\"A\",\"predicted_need\":0,\"manual_override\":false}}]}",
+    t_add(&t,
+          "{\"op_id\":\"%s\"," COMMON ",\"type\":\"allocation.record\","
+          "\"data\":{\"sku\":\"A\",\"predicted_need\":0,\"manual_override\":false}}]}",
           v7_text(3, id3));
     assert_int_equal(decode(t.s, &p, &err), MW_OK);
     for (size_t i = 0; i < 3; i++)
@@ -376,9 +379,10 @@ static void test_proto_push_envelope_errors_are_malformed(void **state)
 
     /* Too deep: data nested past the limit fails the whole body, not one op. */
     struct text t = {0};
-    t_add(&t, "{\"device_id\":\"d\"," BATCH ",\"ops\":[{\"op_id\":\"%s\"," COMMON ","
-              "\"type\":\"event.record\",\"data\":{\"source_system\":\"s\",\"event_type\":\"sync\","
-              "\"details\":",
+    t_add(&t,
+          "{\"device_id\":\"d\"," BATCH ",\"ops\":[{\"op_id\":\"%s\"," COMMON ","
+          "\"type\":\"event.record\",\"data\":{\"source_system\":\"s\",\"event_type\":\"sync\","
+          "\"details\":",
           a);
     for (int i = 0; i < MW_JSON_DEPTH_MAX; i++)
         t_add(&t, "[");
@@ -434,12 +438,14 @@ static struct mw_push *decode_middle(const char *members)
     struct mw_push *p = NULL;
 
     t_add(&t, "{\"device_id\":\"dev-1\"," BATCH ",\"ops\":[");
-    t_add(&t, "{\"op_id\":\"%s\"," COMMON ",\"type\":\"inventory.adjust\","
-              "\"data\":{\"sku\":\"FIRST\",\"delta\":5}},",
+    t_add(&t,
+          "{\"op_id\":\"%s\"," COMMON ",\"type\":\"inventory.adjust\","
+          "\"data\":{\"sku\":\"FIRST\",\"delta\":5}},",
           v7_text(1, id));
     t_add(&t, "{\"op_id\":\"%s\",%s},", v7_text(2, id), members);
-    t_add(&t, "{\"op_id\":\"%s\"," COMMON ",\"type\":\"inventory.count\","
-              "\"data\":{\"sku\":\"LAST\",\"counted\":9}}]}",
+    t_add(&t,
+          "{\"op_id\":\"%s\"," COMMON ",\"type\":\"inventory.count\","
+          "\"data\":{\"sku\":\"LAST\",\"counted\":9}}]}",
           v7_text(3, id));
     if (decode(t.s, &p, &err) != MW_OK)
         fail_msg("batch refused: %s", err.msg);
@@ -508,27 +514,34 @@ static void test_proto_op_common_fields_checked(void **state)
     /* correlation_id, at, user_id */
     snprintf(m, sizeof(m), AT "," USER ",\"type\":\"inventory.adjust\",%s", data);
     expect_op(m, MW_REJECT_INVALID, "ops[1].correlation_id: missing");
-    snprintf(m, sizeof(m), "\"correlation_id\":\"abc\"," AT "," USER ",\"type\":"
-             "\"inventory.adjust\",%s", data);
+    snprintf(m, sizeof(m),
+             "\"correlation_id\":\"abc\"," AT "," USER ",\"type\":"
+             "\"inventory.adjust\",%s",
+             data);
     expect_op(m, MW_REJECT_INVALID, "ops[1].correlation_id: not a UUID");
     snprintf(m, sizeof(m), CORR "," USER ",\"type\":\"inventory.adjust\",%s", data);
     expect_op(m, MW_REJECT_INVALID, "ops[1].at: missing");
-    snprintf(m, sizeof(m), CORR ",\"at\":\"2026-11-25T07:30:00\"," USER
-             ",\"type\":\"inventory.adjust\",%s", data);
+    snprintf(m, sizeof(m),
+             CORR ",\"at\":\"2026-11-25T07:30:00\"," USER ",\"type\":\"inventory.adjust\",%s",
+             data);
     expect_op(m, MW_REJECT_INVALID, "ops[1].at: not an RFC 3339 time");
-    snprintf(m, sizeof(m), CORR ",\"at\":\"2026-11-25 07:30:00Z\"," USER
-             ",\"type\":\"inventory.adjust\",%s", data);
+    snprintf(m, sizeof(m),
+             CORR ",\"at\":\"2026-11-25 07:30:00Z\"," USER ",\"type\":\"inventory.adjust\",%s",
+             data);
     expect_op(m, MW_REJECT_INVALID, "ops[1].at");
-    snprintf(m, sizeof(m), CORR ",\"at\":\"2026-02-30T07:30:00Z\"," USER
-             ",\"type\":\"inventory.adjust\",%s", data);
+    snprintf(m, sizeof(m),
+             CORR ",\"at\":\"2026-02-30T07:30:00Z\"," USER ",\"type\":\"inventory.adjust\",%s",
+             data);
     expect_op(m, MW_REJECT_INVALID, "ops[1].at");
     snprintf(m, sizeof(m), CORR ",\"at\":1764055800123," USER ",\"type\":\"inventory.adjust\",%s",
              data);
     expect_op(m, MW_REJECT_INVALID, "ops[1].at: not a string");
     snprintf(m, sizeof(m), CORR "," AT ",\"type\":\"inventory.adjust\",%s", data);
     expect_op(m, MW_REJECT_INVALID, "ops[1].user_id: missing");
-    snprintf(m, sizeof(m), CORR "," AT ",\"user_id\":\"0191c3a8-7b2e-7c4d-8e5f-00000000beeg\","
-             "\"type\":\"inventory.adjust\",%s", data);
+    snprintf(m, sizeof(m),
+             CORR "," AT ",\"user_id\":\"0191c3a8-7b2e-7c4d-8e5f-00000000beeg\","
+                  "\"type\":\"inventory.adjust\",%s",
+             data);
     expect_op(m, MW_REJECT_INVALID, "ops[1].user_id: not a UUID");
 
     /* data */
@@ -617,14 +630,13 @@ static void test_proto_op_count_relocate_fields(void **state)
                 "data.counted: -1 is outside 0..2147483647");
     expect_data("inventory.count", "{\"sku\":\"A\"}", MW_REJECT_INVALID, "data.counted: missing");
     expect_data("inventory.count", "{\"counted\":3}", MW_REJECT_INVALID, "data.sku: missing");
-    expect_data("inventory.relocate", "{\"sku\":\"A\",\"to_location_id\":1}", MW_REJECT_NONE,
-                NULL);
+    expect_data("inventory.relocate", "{\"sku\":\"A\",\"to_location_id\":1}", MW_REJECT_NONE, NULL);
     expect_data("inventory.relocate", "{\"sku\":\"A\",\"to_location_id\":0}", MW_REJECT_INVALID,
                 "data.to_location_id");
     expect_data("inventory.relocate", "{\"sku\":\"A\",\"to_location_id\":-4}", MW_REJECT_INVALID,
                 "data.to_location_id");
-    expect_data("inventory.relocate", "{\"sku\":\"A\",\"to_location_id\":null}",
-                MW_REJECT_INVALID, "data.to_location_id: missing");
+    expect_data("inventory.relocate", "{\"sku\":\"A\",\"to_location_id\":null}", MW_REJECT_INVALID,
+                "data.to_location_id: missing");
 }
 
 static void test_proto_op_receive_fields(void **state)
@@ -650,8 +662,9 @@ static void test_proto_op_receive_fields(void **state)
     expect_data(ty, "{\"sku\":\"A\",\"name\":\"N\",\"location_id\":1,\"quantity\":-3}",
                 MW_REJECT_INVALID, "data.quantity");
     t.len = 0;
-    t_add(&t, "{\"sku\":\"A\",\"name\":\"N\",\"location_id\":1,\"quantity\":1,\"description\":"
-              "\"%s\"}",
+    t_add(&t,
+          "{\"sku\":\"A\",\"name\":\"N\",\"location_id\":1,\"quantity\":1,\"description\":"
+          "\"%s\"}",
           desc_over);
     expect_data(ty, t.s, MW_REJECT_INVALID, "data.description: longer than 4096 bytes");
     free(t.s);
@@ -702,8 +715,7 @@ static void test_proto_op_allocation_fields(void **state)
     (void)state;
     const char *ty = "allocation.record";
     expect_data(ty, "{\"sku\":\"A\",\"predicted_need\":5,\"manual_override\":true}",
-                MW_REJECT_INVALID,
-                "data.override_reason: required when manual_override is true");
+                MW_REJECT_INVALID, "data.override_reason: required when manual_override is true");
     expect_data(ty,
                 "{\"sku\":\"A\",\"predicted_need\":5,\"manual_override\":true,"
                 "\"override_reason\":\" \\t \"}",
@@ -718,8 +730,8 @@ static void test_proto_op_allocation_fields(void **state)
                 MW_REJECT_NONE, NULL);
     expect_data(ty, "{\"sku\":\"A\",\"predicted_need\":5,\"manual_override\":\"yes\"}",
                 MW_REJECT_INVALID, "data.manual_override: not true or false");
-    expect_data(ty, "{\"sku\":\"A\",\"predicted_need\":5,\"manual_override\":1}",
-                MW_REJECT_INVALID, "data.manual_override");
+    expect_data(ty, "{\"sku\":\"A\",\"predicted_need\":5,\"manual_override\":1}", MW_REJECT_INVALID,
+                "data.manual_override");
     expect_data(ty, "{\"sku\":\"A\",\"predicted_need\":5}", MW_REJECT_INVALID,
                 "data.manual_override: missing");
     expect_data(ty, "{\"sku\":\"A\",\"predicted_need\":-1,\"manual_override\":false}",
@@ -984,12 +996,19 @@ static void test_proto_results_round_trip(void **state)
     (void)state;
     struct mw_op_result in[] = {
         {.op_id = v7(1), .status = MW_RESULT_APPLIED},
-        {.op_id = v7(2), .status = MW_RESULT_REJECTED, .code = MW_REJECT_INSUFFICIENT_STOCK,
+        {.op_id = v7(2),
+         .status = MW_RESULT_REJECTED,
+         .code = MW_REJECT_INSUFFICIENT_STOCK,
          .message = "SKU \"A\" has 2, delta -3"},
         {.op_id = v7(3), .status = MW_RESULT_DUPLICATE, .first = MW_RESULT_APPLIED},
-        {.op_id = v7(4), .status = MW_RESULT_DUPLICATE, .first = MW_RESULT_REJECTED,
-         .code = MW_REJECT_UNKNOWN_SKU, .message = "no SKU \"Z\""},
-        {.op_id = v7(5), .status = MW_RESULT_REJECTED, .code = MW_REJECT_FORBIDDEN,
+        {.op_id = v7(4),
+         .status = MW_RESULT_DUPLICATE,
+         .first = MW_RESULT_REJECTED,
+         .code = MW_REJECT_UNKNOWN_SKU,
+         .message = "no SKU \"Z\""},
+        {.op_id = v7(5),
+         .status = MW_RESULT_REJECTED,
+         .code = MW_REJECT_FORBIDDEN,
          .message = NULL},
     };
     size_t n = sizeof(in) / sizeof(in[0]);
@@ -1002,9 +1021,10 @@ static void test_proto_results_round_trip(void **state)
         sent[i] = in[i].op_id;
     mw_buf_init(&out, MW_JSON_DOC_MAX);
     assert_int_equal(mw_proto_results_encode(in, n, &out, &err), MW_OK);
-    assert_non_null(strstr((const char *)out.data,
-                           "\"status\":\"duplicate\",\"first\":{\"status\":\"rejected\","
-                           "\"error\":{\"code\":\"unknown_sku\",\"message\":\"no SKU \\\"Z\\\"\"}}"));
+    assert_non_null(
+        strstr((const char *)out.data,
+               "\"status\":\"duplicate\",\"first\":{\"status\":\"rejected\","
+               "\"error\":{\"code\":\"unknown_sku\",\"message\":\"no SKU \\\"Z\\\"\"}}"));
     assert_int_equal(mw_proto_results_decode((const char *)out.data, out.len, sent, n, &r, &err),
                      MW_OK);
     assert_int_equal(r->n, n);
@@ -1053,7 +1073,9 @@ static void test_proto_results_encode_cleans_messages(void **state)
     memset(long_msg, 'm', MW_RESULT_MSG_MAX - 1);
     strcpy(long_msg + MW_RESULT_MSG_MAX - 1, "\xC3\xA9tail");
     struct mw_op_result in[] = {
-        {.op_id = id, .status = MW_RESULT_REJECTED, .code = MW_REJECT_INVALID,
+        {.op_id = id,
+         .status = MW_RESULT_REJECTED,
+         .code = MW_REJECT_INVALID,
          .message = "line1\nline2\t\x1b[31m\xC0 end"},
     };
 
@@ -1164,8 +1186,9 @@ static void test_proto_error_body_round_trip(void **state)
     mw_buf_init(&out, 4096);
     assert_int_equal(mw_proto_error_encode("malformed", "ops[3].op_id: missing\n", &out, &err),
                      MW_OK);
-    assert_string_equal((const char *)out.data,
-                        "{\"error\":{\"code\":\"malformed\",\"message\":\"ops[3].op_id: missing \"}}");
+    assert_string_equal(
+        (const char *)out.data,
+        "{\"error\":{\"code\":\"malformed\",\"message\":\"ops[3].op_id: missing \"}}");
     assert_int_equal(mw_proto_error_decode((const char *)out.data, out.len, &pe, &err), MW_OK);
     assert_string_equal(pe.code, "malformed");
     assert_string_equal(pe.message, "ops[3].op_id: missing ");
@@ -1181,9 +1204,13 @@ static void test_proto_error_body_round_trip(void **state)
     assert_int_equal(out.len, 0);
 
     static const char *const bad[] = {
-        "{}", "{\"error\":\"x\"}", "{\"error\":{\"message\":\"m\"}}",
-        "{\"error\":{\"code\":\"\"}}", "{\"error\":{\"code\":\"a b\"}}",
-        "{\"error\":{\"code\":\"x\",\"message\":7}}", "not json",
+        "{}",
+        "{\"error\":\"x\"}",
+        "{\"error\":{\"message\":\"m\"}}",
+        "{\"error\":{\"code\":\"\"}}",
+        "{\"error\":{\"code\":\"a b\"}}",
+        "{\"error\":{\"code\":\"x\",\"message\":7}}",
+        "not json",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         mw_error_clear(&err);
@@ -1238,8 +1265,8 @@ static void test_proto_pull_round_trip(void **state)
     in[5].u.user.user_id = uuid_of(CORR_TEXT);
     in[6].kind = MW_CHANGE_PERMISSION;
     in[6].op = MW_CHANGE_UPSERT;
-    in[6].u.permission = (struct mw_change_permission){
-        .role = "operator", .permissions = perms, .n_permissions = 2};
+    in[6].u.permission =
+        (struct mw_change_permission){.role = "operator", .permissions = perms, .n_permissions = 2};
     in[7].kind = MW_CHANGE_PERMISSION;
     in[7].op = MW_CHANGE_UPSERT;
     in[7].u.permission = (struct mw_change_permission){.role = "guest", .n_permissions = 0};
@@ -1290,7 +1317,8 @@ static void test_proto_pull_round_trip(void **state)
     /* A snapshot's first page, and an empty last page. */
     mw_buf_reset(&out);
     assert_int_equal(mw_proto_pull_encode(NULL, 0, "0", false, &out, &err), MW_OK);
-    assert_string_equal((const char *)out.data, "{\"changes\":[],\"cursor\":\"0\",\"has_more\":false}");
+    assert_string_equal((const char *)out.data,
+                        "{\"changes\":[],\"cursor\":\"0\",\"has_more\":false}");
     assert_int_equal(mw_proto_pull_decode((const char *)out.data, out.len, &p, &err), MW_OK);
     assert_int_equal(p->n_changes, 0);
     assert_false(p->has_more);
@@ -1310,7 +1338,8 @@ static void expect_pull_error(const char *body, enum mw_err code, const char *ms
         fail_msg("message \"%s\" lacks \"%s\"", err.msg, msg_part);
 }
 
-#define PAGE(changes, cursor) "{\"changes\":[" changes "],\"cursor\":\"" cursor "\",\"has_more\":false}"
+#define PAGE(changes, cursor) \
+    "{\"changes\":[" changes "],\"cursor\":\"" cursor "\",\"has_more\":false}"
 
 static void test_proto_pull_decode_validates(void **state)
 {
@@ -1474,7 +1503,8 @@ static void test_proto_pull_encoder_budget_and_bounds(void **state)
     assert_int_equal(mw_proto_pull_end(&enc, "bad cursor", false, &err), MW_EINVAL);
     assert_int_equal(mw_proto_pull_end(&enc, "", false, &err), MW_EINVAL);
     assert_int_equal(mw_proto_pull_end(&enc, "5", false, &err), MW_OK);
-    assert_string_equal((const char *)out.data, "{\"changes\":[],\"cursor\":\"5\",\"has_more\":false}");
+    assert_string_equal((const char *)out.data,
+                        "{\"changes\":[],\"cursor\":\"5\",\"has_more\":false}");
     assert_int_equal(mw_proto_pull_end(&enc, "5", false, &err), MW_EINVAL);
     assert_true(mw_proto_cursor_valid("0"));
     assert_true(mw_proto_cursor_valid("1732519800123:abc-DEF_9.x"));
@@ -1546,11 +1576,13 @@ static void test_proto_push_decode_survives_allocation_failures(void **state)
     t_add(&t, "%.*s", (int)(body.len - 2), (const char *)body.data);
     t_add(&t, ",{\"op_id\":\"%s\"," COMMON ",\"type\":\"inventory.fly\",\"data\":{}}",
           v7_text(100, id));
-    t_add(&t, ",{\"op_id\":\"%s\"," COMMON ",\"type\":\"inventory.adjust\",\"data\":{\"sku\":"
-              "\"A\",\"delta\":0}}",
+    t_add(&t,
+          ",{\"op_id\":\"%s\"," COMMON ",\"type\":\"inventory.adjust\",\"data\":{\"sku\":"
+          "\"A\",\"delta\":0}}",
           v7_text(101, id));
-    t_add(&t, ",{\"op_id\":\"%s\"," COMMON ",\"type\":\"event.record\",\"data\":{\"source_system\":"
-              "\"s\",\"event_type\":\"sync\",\"details\":{\"x\":\"\\u0000\"}}}]}",
+    t_add(&t,
+          ",{\"op_id\":\"%s\"," COMMON ",\"type\":\"event.record\",\"data\":{\"source_system\":"
+          "\"s\",\"event_type\":\"sync\",\"details\":{\"x\":\"\\u0000\"}}}]}",
           v7_text(102, id));
 
     struct mw_push *p = NULL;
@@ -1588,7 +1620,8 @@ static void test_proto_pull_decode_survives_allocation_failures(void **state)
         "{\"kind\":\"user\",\"op\":\"upsert\",\"user_id\":\"" USER_TEXT "\",\"username\":\"u\","
         "\"first_name\":\"F\",\"last_name\":null,\"roles\":[\"a\",\"b\"]},"
         "{\"kind\":\"item\",\"op\":\"upsert\",\"resource_id\":\"" CORR_TEXT "\",\"sku\":\"A\","
-        "\"name\":\"n\",\"location_id\":1,\"quantity\":1,\"description\":\"d\",\"updated_at\":\"" AT_TEXT
+        "\"name\":\"n\",\"location_id\":1,\"quantity\":1,\"description\":\"d\",\"updated_at\":"
+        "\"" AT_TEXT
         "\"},{\"kind\":\"permission\",\"op\":\"upsert\",\"role\":\"r\",\"permissions\":[\"x\"]}",
         "77");
     fail_every_allocation(pull_decode_fn, pull_free_fn, (void *)(uintptr_t)body);
@@ -1620,10 +1653,15 @@ static void test_proto_results_decode_survives_allocation_failures(void **state)
     (void)state;
     struct mw_op_result in[] = {
         {.op_id = v7(1), .status = MW_RESULT_APPLIED},
-        {.op_id = v7(2), .status = MW_RESULT_REJECTED, .code = MW_REJECT_UNKNOWN_LOCATION,
+        {.op_id = v7(2),
+         .status = MW_RESULT_REJECTED,
+         .code = MW_REJECT_UNKNOWN_LOCATION,
          .message = "no location 9"},
-        {.op_id = v7(3), .status = MW_RESULT_DUPLICATE, .first = MW_RESULT_REJECTED,
-         .code = MW_REJECT_UNKNOWN_USER, .message = "who"},
+        {.op_id = v7(3),
+         .status = MW_RESULT_DUPLICATE,
+         .first = MW_RESULT_REJECTED,
+         .code = MW_REJECT_UNKNOWN_USER,
+         .message = "who"},
     };
     struct mw_uuid sent[3] = {v7(1), v7(2), v7(3)};
     struct mw_buf out;

@@ -50,8 +50,7 @@ static void restore(struct mw_buf *out, size_t start)
         out->data[start] = '\0';
 }
 
-enum mw_err mw_gunzip_inflate(const void *in, size_t len, struct mw_buf *out,
-                              struct mw_error *err)
+enum mw_err mw_gunzip_inflate(const void *in, size_t len, struct mw_buf *out, struct mw_error *err)
 {
     const uint8_t *end = NULL;
     size_t start = out->len;
@@ -139,8 +138,7 @@ fail:
     return rc;
 }
 
-enum mw_err mw_gunzip_compress(const void *in, size_t len, struct mw_buf *out,
-                               struct mw_error *err)
+enum mw_err mw_gunzip_compress(const void *in, size_t len, struct mw_buf *out, struct mw_error *err)
 {
     /* zlib wants a non-NULL next_in even for no input (and NULL + 0 is undefined). */
     static const uint8_t nothing[1];
@@ -155,8 +153,7 @@ enum mw_err mw_gunzip_compress(const void *in, size_t len, struct mw_buf *out,
     stream_prepare(&zs);
     zs.next_in = begin;
     /* 16 + MAX_WBITS writes the gzip wrapper; memLevel 8 is zlib's default. */
-    int zrc = deflateInit2(&zs, MW_GUNZIP_LEVEL, Z_DEFLATED, 16 + MAX_WBITS, 8,
-                           Z_DEFAULT_STRATEGY);
+    int zrc = deflateInit2(&zs, MW_GUNZIP_LEVEL, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
     if (zrc != Z_OK) {
         rc = zrc == Z_MEM_ERROR ? mw_fail(err, MW_ENOMEM, "gzip: out of memory")
                                 : mw_fail(err, MW_EINVAL, "gzip: deflateInit2 failed (%d)", zrc);

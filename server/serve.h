@@ -1,0 +1,47 @@
+/* serve.h - the HTTPS front of midway-server: one I/O thread with an epoll loop owns the
+ * listening socket and every client connection (TLS handshake, HTTP parsing, writing
+ * answers); database work goes to the worker pool (pool.h) and comes back through the loop.
+ *
+ * Connection lifecycle: handshake -> read a request -> (worker) -> write the answer ->
+ * keep-alive (read the next) or close. Bounded everywhere: header bytes and time, body
+ * bytes and time, idle time, connections (past the limit a connection gets one 503 with
+ * Retry-After and is closed), waiting requests (past the queue bound: 503 + Retry-After).
+ * An idle keep-alive connection holds only its socket and its TLS state.
+ *
+ * Thread safety: mw_serve_run blocks the calling thread (the I/O thread) until SIGTERM or
+ * SIGINT, which it handles itself while running. */
+#ifndef MIDWAY_SERVER_SERVE_H
+#define MIDWAY_SERVER_SERVE_H
+#include "midway/err.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct mw_serve_config {
+    const char *listen;      /* "ADDR:PORT", IPv4 or [IPv6]:PORT */
+    const char *tls_cert;    /* PEM certificate chain */
+    const char *tls_key;     /* PEM private key */
+    const char *db_conninfo; /* the runtime role's connection string */
+    int workers;             /* database workers (and connections) */
+    int queue_max;           /* requests allowed to wait for a worker */
+    int max_connections;     /* client connections served at once */
+    size_t body_max;         /* request body bound, before and after gzip (413) */
+    int64_t header_timeout_ms;   /* handshake + request head must arrive within this */
+    int64_t body_timeout_ms;     /* the body, once the head is in */
+    int64_t idle_timeout_ms;     /* keep-alive connection without a request */
+    int64_t shutdown_grace_ms;   /* in-flight requests get this long at SIGTERM */
+    int pull_limit_default;      /* changes per pull page when the client gives no limit */
+};
+
+/* Serves until SIGTERM or SIGINT, then stops accepting, lets requests in flight finish
+ * within shutdown_grace_ms, closes every connection and the worker pool, and returns MW_OK.
+ * ready (may be NULL) is called once the socket listens, with the bound port (so "ADDR:0"
+ * works for tests and the log can say where it listens).
+ * Errors (before serving): MW_EINVAL (a setting out of range, a listen address that does
+ * not parse), MW_EIO (bind/listen failed: address in use, permission), MW_ENOMEM, and those
+ * of mw_tls_server_new (certificate or key unreadable) and mw_pool_new. */
+MW_NODISCARD enum mw_err mw_serve_run(const struct mw_serve_config *cfg,
+                                      void (*ready)(void *arg, int port), void *ready_arg,
+                                      struct mw_error *err);
+
+#endif
