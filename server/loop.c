@@ -67,8 +67,10 @@ void mw_loop_free(struct mw_loop *l)
 
 static uint32_t to_epoll(uint32_t events)
 {
-    return ((events & MW_LOOP_READ) ? (uint32_t)EPOLLIN : 0u) |
-           ((events & MW_LOOP_WRITE) ? (uint32_t)EPOLLOUT : 0u) | (uint32_t)EPOLLRDHUP;
+    /* RDHUP only with READ: a watch parked at 0 events must not be woken (level-triggered)
+     * by a peer's half-close; HUP and ERR are always reported by epoll. */
+    return ((events & MW_LOOP_READ) ? (uint32_t)(EPOLLIN | EPOLLRDHUP) : 0u) |
+           ((events & MW_LOOP_WRITE) ? (uint32_t)EPOLLOUT : 0u);
 }
 
 enum mw_err mw_loop_add(struct mw_loop *l, struct mw_loop_watch *w, uint32_t events,

@@ -1,13 +1,24 @@
 /* main.c - the midway-server command line: parses the command and its flags, sets up
- * logging, and hands over to the module that does the work. Exit codes: 0 success,
- * 1 the command failed (the reason is logged), 2 usage error. */
+ * logging, and hands over to the module that does the work.
+ * Exit codes: 0 success, 1 the command failed (the reason is logged), 2 usage error. */
+#include "admin.h"
+#include "conf.h"
 #include "db.h"
+#include "localdb.h"
 #include "midway/log.h"
 #include "migrate.h"
+#include "serve.h"
+#include "tlsca.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define EXIT_USAGE 2
 
@@ -15,17 +26,385 @@ static const char *const usage_text =
     "usage: midway-server COMMAND [FLAGS]\n"
     "\n"
     "Commands:\n"
-    "  migrate   bring a PostgreSQL database to this version's schema\n"
-    "  version   print the version\n"
+    "  serve      run the sync endpoint (HTTPS) on a local or existing PostgreSQL\n"
+    "  migrate    bring a PostgreSQL database to this version's schema\n"
+    "  device     add | list | revoke devices and their tokens\n"
+    "  user       add | disable operators\n"
+    "  role       grant | revoke roles\n"
+    "  location   add locations\n"
+    "  item       add items, show an item's history\n"
+    "  version    print the version\n"
     "\n"
     "Run 'midway-server COMMAND --help' for a command's flags.\n";
+
+/* Settings of `serve`, from the config file (--config) and then the flags, which win. */
+struct serve_conf {
+    char *data;
+    char *listen;
+    char *db;
+    char *db_owner;
+    char *tls_cert;
+    char *tls_key;
+    char *tls_names;
+    char *log_level;
+    int64_t workers;
+    int64_t queue_max;
+    int64_t max_connections;
+    int64_t body_max;
+    int64_t header_timeout;
+    int64_t body_timeout;
+    int64_t idle_timeout;
+    int64_t shutdown_grace;
+    int64_t pull_limit;
+};
+
+#define OFF(f) offsetof(struct serve_conf, f)
+static const struct mw_conf_entry serve_table[] = {
+    {"data", MW_CONF_STRING, OFF(data), 1, 4096, "./midway-data",
+     "data directory: local PostgreSQL, TLS files, lock"},
+    {"listen", MW_CONF_STRING, OFF(listen), 3, 128, "0.0.0.0:8443",
+     "address and port to serve HTTPS on ([::]:8443 for IPv6)"},
+    {"db", MW_CONF_STRING, OFF(db), 1, 4096, NULL,
+     "runtime-role conninfo of an existing PostgreSQL (default: the local one)"},
+    {"db-owner", MW_CONF_STRING, OFF(db_owner), 1, 4096, NULL,
+     "owner-role conninfo used to migrate an existing PostgreSQL at start"},
+    {"tls-cert", MW_CONF_STRING, OFF(tls_cert), 1, 4096, NULL,
+     "server certificate chain (default: DATA/tls/server.pem from the local CA)"},
+    {"tls-key", MW_CONF_STRING, OFF(tls_key), 1, 4096, NULL,
+     "server private key (default: DATA/tls/server.key)"},
+    {"tls-names", MW_CONF_STRING, OFF(tls_names), 1, 4096, NULL,
+     "comma-separated names for the local CA's server certificate (default: localhost, hostname)"},
+    {"log-level", MW_CONF_STRING, OFF(log_level), 1, 16, "info", "error, warn, info or debug"},
+    {"workers", MW_CONF_INT, OFF(workers), 1, 256, "4", "database workers (connections)"},
+    {"queue-max", MW_CONF_INT, OFF(queue_max), 1, 100000, "256",
+     "requests that may wait for a worker before 503"},
+    {"max-connections", MW_CONF_INT, OFF(max_connections), 1, 1000000, "10000",
+     "client connections served at once; more get 503"},
+    {"body-max", MW_CONF_SIZE, OFF(body_max), 1024, 1073741824, "8MiB",
+     "largest request body, also after gzip (413)"},
+    {"header-timeout", MW_CONF_DURATION, OFF(header_timeout), 100, 3600000, "10s",
+     "time for the TLS handshake and a request's head"},
+    {"body-timeout", MW_CONF_DURATION, OFF(body_timeout), 100, 3600000, "60s",
+     "time for a request's body"},
+    {"idle-timeout", MW_CONF_DURATION, OFF(idle_timeout), 100, 86400000, "120s",
+     "keep-alive connection without a request"},
+    {"shutdown-grace", MW_CONF_DURATION, OFF(shutdown_grace), 0, 3600000, "10s",
+     "time requests in flight get at SIGTERM"},
+    {"pull-limit", MW_CONF_INT, OFF(pull_limit), 1, 5000, "500",
+     "changes per pull page when the device gives no limit"},
+};
+#define SERVE_TABLE_N (sizeof serve_table / sizeof serve_table[0])
+
+static void print_table_help(const struct mw_conf_entry *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char flag[48];
+        snprintf(flag, sizeof flag, "--%s", t[i].key);
+        printf("  %-20s %s", flag, t[i].help);
+        if (t[i].def)
+            printf(" [%s]", t[i].def);
+        printf("\n");
+    }
+}
+
+static const char *const serve_intro =
+    "usage: midway-server serve [--config FILE] [FLAGS]\n"
+    "\n"
+    "Serves the sync endpoint over HTTPS. With no --db, everything lives under --data:\n"
+    "a PostgreSQL cluster it initializes, starts, migrates and stops again (DATA/pg,\n"
+    "socket in DATA/run), and a local CA with a server certificate (DATA/tls/ca.pem is\n"
+    "what devices verify the server with). SIGTERM or SIGINT stops it cleanly.\n"
+    "\n"
+    "Flags (each also a 'key = value' line in the config file; flags win):\n"
+    "  --config FILE        read settings from FILE first\n";
+
+static int setup_logging(const char *level_name)
+{
+    mw_log_to_stderr();
+    if (!level_name)
+        return 0;
+    enum mw_log_level level;
+    if (mw_log_level_parse(level_name, &level) != MW_OK) {
+        fprintf(stderr, "midway-server: log level must be error, warn, info or debug\n");
+        return EXIT_USAGE;
+    }
+    mw_log_threshold = level;
+    return 0;
+}
+
+/* Applies --config FILE, then every --key value / --key=value flag, through the table. */
+static int parse_serve_flags(int argc, char **argv, struct serve_conf *c, int *help)
+{
+    struct mw_error err = {0};
+    if (mw_conf_init(serve_table, SERVE_TABLE_N, c, &err) != MW_OK) {
+        fprintf(stderr, "midway-server: %s\n", err.msg);
+        return 1;
+    }
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 || strncmp(argv[i], "--config=", 9) == 0) {
+            const char *path = argv[i][8] == '=' ? argv[i] + 9 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!path) {
+                fprintf(stderr, "midway-server serve: --config needs a file\n");
+                return EXIT_USAGE;
+            }
+            if (mw_conf_load_file(serve_table, SERVE_TABLE_N, c, path, &err) != MW_OK) {
+                fprintf(stderr, "midway-server serve: %s\n", err.msg);
+                return EXIT_USAGE;
+            }
+        }
+    }
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            *help = 1;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "midway-server serve: unexpected argument '%s' (see --help)\n", a);
+            return EXIT_USAGE;
+        }
+        char key[64];
+        const char *eq = strchr(a, '=');
+        size_t klen = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (klen == 0 || klen >= sizeof key) {
+            fprintf(stderr, "midway-server serve: unknown flag '%s' (see --help)\n", a);
+            return EXIT_USAGE;
+        }
+        memcpy(key, a + 2, klen);
+        key[klen] = '\0';
+        const char *value = eq ? eq + 1 : NULL;
+        if (strcmp(key, "config") == 0) {
+            if (!value)
+                i++;
+            continue;
+        }
+        if (!mw_conf_find(serve_table, SERVE_TABLE_N, key)) {
+            fprintf(stderr, "midway-server serve: unknown flag '%s' (see --help)\n", a);
+            return EXIT_USAGE;
+        }
+        if (!value) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "midway-server serve: --%s needs a value\n", key);
+                return EXIT_USAGE;
+            }
+            value = argv[++i];
+        }
+        if (mw_conf_set(serve_table, SERVE_TABLE_N, c, key, value, &err) != MW_OK) {
+            fprintf(stderr, "midway-server serve: --%s: %s\n", key, err.msg);
+            return EXIT_USAGE;
+        }
+    }
+    return 0;
+}
+
+/* One serve per data directory: an exclusive lock on DATA/serve.lock, held until exit. */
+static int lock_data_dir(const char *dir, int *fd_out)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        MW_LOG(MW_LOG_ERROR, NULL, "create data directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/serve.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        MW_LOG(MW_LOG_ERROR, NULL, "open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        MW_LOG(MW_LOG_ERROR, NULL,
+               "another midway-server serve (pid %s) is already running on %s; stop it first",
+               pid[0] ? pid : "?", dir);
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        MW_LOG(MW_LOG_WARN, NULL, "could not write the pid to %s", path);
+    *fd_out = fd;
+    return 0;
+}
+
+/* Splits "a,b,c" into a NULL-terminated list pointing into buf (modified). */
+static void split_names(char *buf, const char **names, size_t max)
+{
+    size_t n = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok && n + 1 < max;
+         tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        if (*tok)
+            names[n++] = tok;
+    }
+    names[n] = NULL;
+}
+
+static enum mw_err migrate_existing(const char *owner_conninfo, struct mw_error *err)
+{
+    PGconn *conn = NULL;
+    enum mw_err rc = mw_db_connect(owner_conninfo, &conn, err);
+    if (rc != MW_OK)
+        return rc;
+    struct mw_migrate_report rep;
+    rc = mw_migrate_run(conn, &rep, err);
+    PQfinish(conn);
+    return rc;
+}
+
+/* Without --db-owner, an existing database must already carry this version's schema. */
+static enum mw_err check_schema(const char *conninfo, struct mw_error *err)
+{
+    PGconn *conn = NULL;
+    enum mw_err rc = mw_db_connect(conninfo, &conn, err);
+    if (rc != MW_OK)
+        return rc;
+    int current = 0;
+    rc = mw_migrate_current(conn, &current, err);
+    PQfinish(conn);
+    if (rc == MW_OK && current != mw_migrate_known())
+        rc = mw_fail(err, MW_EVERSION,
+                     "the database is at schema version %d and this server needs %d: run "
+                     "'midway-server migrate --db OWNER-CONNINFO' or pass --db-owner",
+                     current, mw_migrate_known());
+    return rc;
+}
+
+static void on_ready(void *arg, int port)
+{
+    (void)arg;
+    MW_LOG(MW_LOG_INFO, NULL, "ready on port %d", port);
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    struct serve_conf c;
+    memset(&c, 0, sizeof c);
+    int help = 0;
+    int rc = parse_serve_flags(argc, argv, &c, &help);
+    if (rc == 0 && help) {
+        fputs(serve_intro, stdout);
+        print_table_help(serve_table, SERVE_TABLE_N);
+        printf("\nExit: 0 after a clean shutdown, 1 failed to start or serve (logged), 2 usage "
+               "error.\n");
+    }
+    if (rc != 0 || help) {
+        mw_conf_free(serve_table, SERVE_TABLE_N, &c);
+        return rc;
+    }
+    rc = setup_logging(c.log_level);
+    if (rc != 0) {
+        mw_conf_free(serve_table, SERVE_TABLE_N, &c);
+        return rc;
+    }
+
+    int lock_fd = -1;
+    struct mw_localdb *local = NULL;
+    struct mw_error err = {0};
+    char cert[4200], key[4200];
+    rc = 1;
+    if (lock_data_dir(c.data, &lock_fd) != 0)
+        goto out;
+
+    /* TLS: given files, or the local CA's. */
+    if (c.tls_cert || c.tls_key) {
+        if (!c.tls_cert || !c.tls_key) {
+            MW_LOG(MW_LOG_ERROR, NULL, "--tls-cert and --tls-key go together");
+            rc = EXIT_USAGE;
+            goto out;
+        }
+        snprintf(cert, sizeof cert, "%s", c.tls_cert);
+        snprintf(key, sizeof key, "%s", c.tls_key);
+    } else {
+        char tls_dir[4200];
+        snprintf(tls_dir, sizeof tls_dir, "%s/tls", c.data);
+        const char *names[MW_TLSCA_NAMES_MAX + 1];
+        char names_buf[4096] = "";
+        if (c.tls_names) {
+            snprintf(names_buf, sizeof names_buf, "%s", c.tls_names);
+            split_names(names_buf, names, MW_TLSCA_NAMES_MAX + 1);
+        }
+        enum mw_tlsca_outcome outcome;
+        if (mw_tlsca_ensure_ex(tls_dir, c.tls_names ? names : NULL, &outcome, &err) != MW_OK) {
+            MW_LOG(MW_LOG_ERROR, NULL, "TLS files in %s: %s", tls_dir, err.msg);
+            goto out;
+        }
+        if (outcome != MW_TLSCA_KEPT)
+            MW_LOG(MW_LOG_INFO, NULL, "TLS: %s in %s (devices verify with %s/ca.pem)",
+                   mw_tlsca_outcome_name(outcome), tls_dir, tls_dir);
+        snprintf(cert, sizeof cert, "%s/server.pem", tls_dir);
+        snprintf(key, sizeof key, "%s/server.key", tls_dir);
+    }
+
+    /* Database: the local default, or an existing one. */
+    const char *runtime = c.db;
+    if (!c.db) {
+        if (mw_localdb_open(c.data, &local, &err) != MW_OK) {
+            MW_LOG(MW_LOG_ERROR, NULL, "local database in %s: %s", c.data, err.msg);
+            goto out;
+        }
+        runtime = local->runtime_conninfo;
+    } else if (c.db_owner) {
+        if (migrate_existing(c.db_owner, &err) != MW_OK) {
+            MW_LOG(MW_LOG_ERROR, NULL, "migrate: %s", err.msg);
+            goto out;
+        }
+    } else if (check_schema(c.db, &err) != MW_OK) {
+        MW_LOG(MW_LOG_ERROR, NULL, "%s", err.msg);
+        goto out;
+    }
+
+    struct mw_serve_config sc = {
+        .listen = c.listen,
+        .tls_cert = cert,
+        .tls_key = key,
+        .db_conninfo = runtime,
+        .workers = (int)c.workers,
+        .queue_max = (int)c.queue_max,
+        .max_connections = (int)c.max_connections,
+        .body_max = (size_t)c.body_max,
+        .header_timeout_ms = c.header_timeout,
+        .body_timeout_ms = c.body_timeout,
+        .idle_timeout_ms = c.idle_timeout,
+        .shutdown_grace_ms = c.shutdown_grace,
+        .pull_limit_default = (int)c.pull_limit,
+    };
+    if (mw_serve_run(&sc, on_ready, NULL, &err) != MW_OK) {
+        MW_LOG(MW_LOG_ERROR, NULL, "serve: %s", err.msg);
+        goto out;
+    }
+    rc = 0;
+
+out:
+    if (local) {
+        struct mw_error stop_err = {0};
+        mw_localdb_close(local, true, &stop_err);
+        if (stop_err.code != MW_OK) {
+            MW_LOG(MW_LOG_ERROR, NULL, "stopping the local database: %s", stop_err.msg);
+            rc = 1;
+        } else {
+            MW_LOG(MW_LOG_INFO, NULL, "local database stopped");
+        }
+    }
+    if (lock_fd >= 0)
+        close(lock_fd);
+    mw_conf_free(serve_table, SERVE_TABLE_N, &c);
+    if (rc == 0)
+        MW_LOG(MW_LOG_INFO, NULL, "stopped");
+    return rc;
+}
 
 static const char *const migrate_help =
     "usage: midway-server migrate --db CONNINFO [--log-level LEVEL]\n"
     "\n"
     "Applies the schema migrations compiled into this binary that the database has not\n"
     "recorded yet, each in its own transaction, under an advisory lock (several servers\n"
-    "may run this at once). Connect as the schema owner.\n"
+    "may run this at once). Connect as the schema owner, directly (not through PgBouncer:\n"
+    "the lock is held by the session).\n"
     "\n"
     "  --db CONNINFO      libpq connection string or URI of the owner role\n"
     "                     (e.g. 'host=/run/postgresql dbname=midway user=midway_owner')\n"
@@ -34,85 +413,54 @@ static const char *const migrate_help =
     "\n"
     "Exit: 0 up to date, 1 failed (logged), 2 usage error.\n";
 
-/* Flags shared by the commands; a command reads the ones it knows. */
-struct flags {
-    const char *db;
-    const char *log_level;
-    int help;
-};
-
-/* Accepts "--name value" and "--name=value". Returns 0, or EXIT_USAGE after printing why. */
-static int parse_flags(int argc, char **argv, struct flags *f)
+static int cmd_migrate(int argc, char **argv)
 {
+    const char *db = NULL, *level = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            f->help = 1;
-            continue;
+            fputs(migrate_help, stdout);
+            return 0;
         }
-        const char *names[] = {"--db", "--log-level"};
-        const char **slots[] = {&f->db, &f->log_level};
-        int matched = 0;
-        for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
-            size_t n = strlen(names[k]);
-            if (strncmp(a, names[k], n) != 0)
-                continue;
-            if (a[n] == '=') {
-                *slots[k] = a + n + 1;
-            } else if (a[n] == '\0') {
-                if (i + 1 >= argc) {
-                    fprintf(stderr, "midway-server: %s needs a value\n", names[k]);
-                    return EXIT_USAGE;
-                }
-                *slots[k] = argv[++i];
-            } else {
-                continue;
-            }
-            matched = 1;
-            break;
+        const char **slot = NULL;
+        size_t n = 0;
+        if (strncmp(a, "--db", 4) == 0 && (a[4] == '\0' || a[4] == '=')) {
+            slot = &db;
+            n = 4;
+        } else if (strncmp(a, "--log-level", 11) == 0 && (a[11] == '\0' || a[11] == '=')) {
+            slot = &level;
+            n = 11;
         }
-        if (!matched) {
-            fprintf(stderr, "midway-server: unknown flag '%s' (see --help)\n", a);
+        if (!slot) {
+            fprintf(stderr, "midway-server migrate: unknown flag '%s' (see --help)\n", a);
+            return EXIT_USAGE;
+        }
+        if (a[n] == '=') {
+            *slot = a + n + 1;
+        } else if (i + 1 < argc) {
+            *slot = argv[++i];
+        } else {
+            fprintf(stderr, "midway-server migrate: %s needs a value\n", a);
             return EXIT_USAGE;
         }
     }
-    return 0;
-}
-
-static int setup_logging(const struct flags *f)
-{
-    mw_log_to_stderr();
-    if (!f->log_level)
-        return 0;
-    enum mw_log_level level;
-    if (mw_log_level_parse(f->log_level, &level) != MW_OK) {
-        fprintf(stderr, "midway-server: --log-level must be error, warn, info or debug\n");
-        return EXIT_USAGE;
-    }
-    mw_log_threshold = level;
-    return 0;
-}
-
-static int cmd_migrate(const struct flags *f)
-{
-    if (f->help) {
-        fputs(migrate_help, stdout);
-        return 0;
-    }
-    if (!f->db) {
+    if (!db) {
         fprintf(stderr, "midway-server migrate: --db CONNINFO is required (see --help)\n");
         return EXIT_USAGE;
     }
+    int rc = setup_logging(level);
+    if (rc != 0)
+        return rc;
     struct mw_error err = {0};
     PGconn *conn = NULL;
-    if (mw_db_connect(f->db, &conn, &err) != MW_OK) {
+    if (mw_db_connect(db, &conn, &err) != MW_OK) {
         MW_LOG(MW_LOG_ERROR, NULL, "migrate: %s", err.msg);
         return 1;
     }
     struct mw_migrate_report rep;
-    enum mw_err rc = mw_migrate_run(conn, &rep, &err);
+    enum mw_err mrc = mw_migrate_run(conn, &rep, &err);
     PQfinish(conn);
-    if (rc != MW_OK) {
+    if (mrc != MW_OK) {
         MW_LOG(MW_LOG_ERROR, NULL, "migrate: %s", err.msg);
         return 1;
     }
@@ -133,14 +481,17 @@ int main(int argc, char **argv)
         printf("midway-server %s (schema %d)\n", MIDWAY_VERSION, mw_migrate_known());
         return 0;
     }
-    struct flags f = {0};
-    int rc = parse_flags(argc - 2, argv + 2, &f);
-    if (rc == 0)
-        rc = setup_logging(&f);
-    if (rc != 0)
-        return rc;
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc - 2, argv + 2);
     if (strcmp(cmd, "migrate") == 0)
-        return cmd_migrate(&f);
+        return cmd_migrate(argc - 2, argv + 2);
+    static const char *const admin_groups[] = {"device", "user", "role", "location", "item"};
+    for (size_t i = 0; i < sizeof admin_groups / sizeof admin_groups[0]; i++) {
+        if (strcmp(cmd, admin_groups[i]) == 0) {
+            mw_log_to_stderr();
+            return mw_admin_main(cmd, argc - 2, argv + 2);
+        }
+    }
     fprintf(stderr, "midway-server: unknown command '%s'\n\n%s", cmd, usage_text);
     return EXIT_USAGE;
 }

@@ -120,7 +120,7 @@ COMMENT ON FUNCTION midway_partition_create(text, date) IS
 -- month and the next months_ahead months, and for every earlier month that has rows waiting
 -- in the DEFAULT partition, so DEFAULT keeps only rows beyond the horizon. Returns how many
 -- partitions it created. Cheap when there is nothing to do (a catalog lookup per month and
--- one index-less scan of the normally empty DEFAULT partitions).
+-- one scan of each normally empty DEFAULT partition).
 CREATE FUNCTION midway_ensure_partitions(months_ahead int DEFAULT 3) RETURNS int
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include "pgtest.h"
@@ -22,15 +23,15 @@
 #include <string.h>
 #include <time.h>
 
-#define DB_NAME "it_schema"
+#define DB_NAME  "it_schema"
 #define APP_ROLE "it_schema_app" /* a deployment's LOGIN role, member of midway_runtime */
 
 static struct pgtest *pg;
 static PGconn *su; /* superuser connection to DB_NAME */
 static struct dirent **files;
 static int nfiles;
-static int applied_ok;        /* every file applied in group setup */
-static char apply_msg[256];   /* why not, if not */
+static int applied_ok;      /* every file applied in group setup */
+static char apply_msg[256]; /* why not, if not */
 
 /* ---- small libpq helpers: every statement goes through PQexecParams ---- */
 
@@ -151,8 +152,8 @@ static char *make_user(const char *username, const char *role_name)
 static char *make_location(const char *name)
 {
     const char *p[] = {name};
-    return value(su, "INSERT INTO locations (location_name) VALUES ($1) RETURNING location_id",
-                 1, p);
+    return value(su, "INSERT INTO locations (location_name) VALUES ($1) RETURNING location_id", 1,
+                 p);
 }
 
 /* The server's transaction preamble: acting user and device, SET LOCAL style. NULL = unset. */
@@ -166,12 +167,12 @@ static void begin_as(PGconn *c, const char *user_id, const char *device_id)
             2, p);
 }
 
-#define SKIP_UNLESS_APPLIED()                                                   \
-    do {                                                                        \
-        if (!applied_ok) {                                                      \
-            print_error("schema not applied: %s\n", apply_msg);                \
-            fail();                                                             \
-        }                                                                       \
+#define REQUIRE_SCHEMA()                                        \
+    do {                                                        \
+        if (!applied_ok) {                                      \
+            print_error("schema not applied: %s\n", apply_msg); \
+            fail();                                             \
+        }                                                       \
     } while (0)
 
 /* ---- the files ---- */
@@ -222,7 +223,13 @@ static void files_are_plain_sql_recording_themselves(void **state)
         snprintf(record, sizeof record,
                  "INSERT INTO schema_migration (version, name) VALUES (%d, '%.*s');", version,
                  (int)stem, name);
-        if (!strstr(sql, record))
+        const char *at = strstr(sql, record);
+        if (at) {
+            at += strlen(record);
+            while (*at == ' ' || *at == '\n' || *at == '\t')
+                at++;
+        }
+        if (!at || *at != '\0')
             fail_msg("%s does not end by recording itself: %s", name, record);
 
         char *line = sql;
@@ -235,9 +242,15 @@ static void files_are_plain_sql_recording_themselves(void **state)
                 *dash = '\0';
             while (*line == ' ' || *line == '\t')
                 line++;
-            static const char *const banned_starts[] = {
-                "\\", "BEGIN;", "BEGIN TRANSACTION", "BEGIN WORK", "COMMIT", "ROLLBACK",
-                "START TRANSACTION", "VACUUM", "END TRANSACTION"};
+            static const char *const banned_starts[] = {"\\",
+                                                        "BEGIN;",
+                                                        "BEGIN TRANSACTION",
+                                                        "BEGIN WORK",
+                                                        "COMMIT",
+                                                        "ROLLBACK",
+                                                        "START TRANSACTION",
+                                                        "VACUUM",
+                                                        "END TRANSACTION"};
             for (size_t k = 0; k < sizeof banned_starts / sizeof banned_starts[0]; k++) {
                 if (starts_with_ci(line, banned_starts[k]))
                     fail_msg("%s: statement not allowed in a migration: %s", name, line);
@@ -255,7 +268,7 @@ static void files_are_plain_sql_recording_themselves(void **state)
 static void files_apply_in_order_with_psql(void **state)
 {
     (void)state;
-    SKIP_UNLESS_APPLIED();
+    REQUIRE_SCHEMA();
     PGresult *r = must(su, "SELECT version, name FROM schema_migration ORDER BY version", 0, NULL);
     assert_int_equal(PQntuples(r), nfiles);
     for (int i = 0; i < nfiles; i++) {
@@ -272,9 +285,9 @@ static void files_apply_in_order_with_psql(void **state)
 struct column_spec {
     const char *table;
     const char *column;
-    const char *type;  /* format_type() */
+    const char *type; /* format_type() */
     int not_null;
-    const char *dflt;  /* pg_get_expr() of the default, NULL for none */
+    const char *dflt; /* pg_get_expr() of the default, NULL for none */
 };
 
 /* Every column of the seed document, plus (last in each table) the columns Midway adds. */
@@ -341,7 +354,7 @@ static const struct column_spec columns[] = {
 static void seed_columns_exist_as_documented(void **state)
 {
     (void)state;
-    SKIP_UNLESS_APPLIED();
+    REQUIRE_SCHEMA();
     for (size_t i = 0; i < NCOLUMNS; i++) {
         const struct column_spec *c = &columns[i];
         const char *p[] = {c->table, c->column};
@@ -365,8 +378,8 @@ static void seed_columns_exist_as_documented(void **state)
             print_error("%s.%s: type %s not null %s default %s\n", c->table, c->column,
                         PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
             PQclear(r);
-            fail_msg("%s.%s: expected %s, not null %d, default %s", c->table, c->column,
-                     c->type, c->not_null, c->dflt ? c->dflt : "(none)");
+            fail_msg("%s.%s: expected %s, not null %d, default %s", c->table, c->column, c->type,
+                     c->not_null, c->dflt ? c->dflt : "(none)");
         }
         PQclear(r);
     }
@@ -397,8 +410,8 @@ struct constraint_spec {
     const char *table;
     const char *type; /* p, u, f */
     const char *cols;
-    const char *ref;     /* referenced table ("" unless f) */
-    const char *refcols; /* "" unless f */
+    const char *ref;       /* referenced table ("" unless f) */
+    const char *refcols;   /* "" unless f */
     const char *on_delete; /* a = no action, c = cascade ("" unless f) */
 };
 
@@ -429,7 +442,7 @@ static const struct constraint_spec constraints[] = {
 static void seed_keys_and_references_exist(void **state)
 {
     (void)state;
-    SKIP_UNLESS_APPLIED();
+    REQUIRE_SCHEMA();
     for (size_t i = 0; i < sizeof constraints / sizeof constraints[0]; i++) {
         const struct constraint_spec *c = &constraints[i];
         const char *p[] = {c->table, c->type, c->cols, c->ref, c->refcols, c->on_delete};
@@ -440,31 +453,35 @@ static void seed_keys_and_references_exist(void **state)
             "   AND (SELECT string_agg(a.attname::text, ',' ORDER BY k.n) "
             "          FROM unnest(c.conkey) WITH ORDINALITY AS k(num, n) "
             "          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.num) = $3 "
-            "   AND coalesce((SELECT relname::text FROM pg_class WHERE oid = c.confrelid), '') = $4 "
+            "   AND coalesce((SELECT relname::text FROM pg_class WHERE oid = c.confrelid), '') = "
+            "$4 "
             "   AND coalesce((SELECT string_agg(a.attname::text, ',' ORDER BY k.n) "
             "          FROM unnest(c.confkey) WITH ORDINALITY AS k(num, n) "
-            "          JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num), '') = $5 "
+            "          JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num), '') "
+            "= $5 "
             "   AND (c.contype <> 'f' OR c.confdeltype::text = $6)",
             6, p);
         if (n != 1)
-            fail_msg("%s: constraint %s (%s) -> %s(%s) on delete %s not found", c->table,
-                     c->type, c->cols, c->ref, c->refcols, c->on_delete);
+            fail_msg("%s: constraint %s (%s) -> %s(%s) on delete %s not found", c->table, c->type,
+                     c->cols, c->ref, c->refcols, c->on_delete);
     }
     const char *p[] = {"chk_override_reason"};
     char *def = value(su,
                       "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
                       "WHERE conrelid = 'public.resourceallocation'::regclass AND conname = $1",
                       1, p);
-    assert_string_equal(def, "CHECK (((manual_override = false) OR (override_reason IS NOT NULL)))");
+    assert_string_equal(def,
+                        "CHECK (((manual_override = false) OR (override_reason IS NOT NULL)))");
     free(def);
     /* Both high-volume tables are partitioned by range on their timestamp. */
-    char *strategy = value(su,
-                           "SELECT string_agg(format('%s:%s:%s', c.relname, pt.partstrat, "
-                           "a.attname), ',' ORDER BY c.relname) "
-                           "FROM pg_partitioned_table pt JOIN pg_class c ON c.oid = pt.partrelid "
-                           "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = pt.partattrs[0] "
-                           "WHERE c.relnamespace = 'public'::regnamespace",
-                           0, NULL);
+    char *strategy =
+        value(su,
+              "SELECT string_agg(format('%s:%s:%s', c.relname, pt.partstrat, "
+              "a.attname), ',' ORDER BY c.relname) "
+              "FROM pg_partitioned_table pt JOIN pg_class c ON c.oid = pt.partrelid "
+              "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = pt.partattrs[0] "
+              "WHERE c.relnamespace = 'public'::regnamespace",
+              0, NULL);
     assert_string_equal(strategy, "integrationevent:r:event_timestamp,"
                                   "userinteraction:r:interaction_timestamp");
     free(strategy);
@@ -492,7 +509,7 @@ static const struct index_spec seed_indexes[] = {
 static void seed_section3_indexes_exist(void **state)
 {
     (void)state;
-    SKIP_UNLESS_APPLIED();
+    REQUIRE_SCHEMA();
     for (size_t i = 0; i < sizeof seed_indexes / sizeof seed_indexes[0]; i++) {
         const struct index_spec *x = &seed_indexes[i];
         const char *p[] = {x->name};
@@ -526,7 +543,7 @@ static void seed_section3_indexes_exist(void **state)
 static void seed_constraints_reject_bad_rows(void **state)
 {
     (void)state;
-    SKIP_UNLESS_APPLIED();
+    REQUIRE_SCHEMA();
     char *loc = make_location("it-constraints");
     char *user = make_user("it_c_user", "operator");
     const char *pl[] = {loc};
@@ -540,8 +557,7 @@ static void seed_constraints_reject_bad_rows(void **state)
             "VALUES ('neg', 'IT-C-NEG', -1, $1::int)",
             1, pl, "23514");
     const char *pi[] = {item};
-    rejects(su, "UPDATE inventory SET quantity = -1 WHERE resource_id = $1::uuid", 1, pi,
-            "23514");
+    rejects(su, "UPDATE inventory SET quantity = -1 WHERE resource_id = $1::uuid", 1, pi, "23514");
     rejects(su,
             "INSERT INTO inventory (item_name, item_sku, quantity, location_id) "
             "VALUES ('dup', 'IT-C-SKU', 1, $1::int)",
@@ -550,13 +566,12 @@ static void seed_constraints_reject_bad_rows(void **state)
             "INSERT INTO inventory (item_name, item_sku, quantity, location_id) "
             "VALUES ('nowhere', 'IT-C-NOWHERE', 1, 2147483647)",
             0, NULL, "23503");
-    rejects(su,
-            "INSERT INTO inventory (item_name, item_sku, quantity) VALUES ('x', 'IT-C-X', 1)",
+    rejects(su, "INSERT INTO inventory (item_name, item_sku, quantity) VALUES ('x', 'IT-C-X', 1)",
             0, NULL, "23502");
 
     rejects(su,
-            "INSERT INTO resourceallocation (resource_id, predicted_need) VALUES ($1::uuid, -1)",
-            1, pi, "23514");
+            "INSERT INTO resourceallocation (resource_id, predicted_need) VALUES ($1::uuid, -1)", 1,
+            pi, "23514");
     char *cons = fails_with(su,
                             "INSERT INTO resourceallocation (resource_id, predicted_need, "
                             "manual_override) VALUES ($1::uuid, 3, true)",
@@ -567,9 +582,8 @@ static void seed_constraints_reject_bad_rows(void **state)
             "INSERT INTO resourceallocation (resource_id, predicted_need, manual_override, "
             "override_reason) VALUES ($1::uuid, 3, true, 'promotion')",
             1, pi);
-    exec_ok(su,
-            "INSERT INTO resourceallocation (resource_id, predicted_need) VALUES ($1::uuid, 0)", 1,
-            pi);
+    exec_ok(su, "INSERT INTO resourceallocation (resource_id, predicted_need) VALUES ($1::uuid, 0)",
+            1, pi);
 
     rejects(su,
             "INSERT INTO users (username, email, password_hash) "
@@ -587,8 +601,7 @@ static void seed_constraints_reject_bad_rows(void **state)
             "INSERT INTO integrationevent (source_system, event_type, details) "
             "VALUES ('it', 'sync', '{}')",
             0, NULL);
-    rejects(su,
-            "INSERT INTO performancereport (user_id, kpi_values) VALUES ($1::uuid, NULL)", 1,
+    rejects(su, "INSERT INTO performancereport (user_id, kpi_values) VALUES ($1::uuid, NULL)", 1,
             (const char *const[]){user}, "23502");
 
     /* UserRoles follows its user and its role (ON DELETE CASCADE). */
@@ -599,9 +612,8 @@ static void seed_constraints_reject_bad_rows(void **state)
     exec_ok(su, "DELETE FROM users WHERE user_id = $1::uuid", 1, pd);
     assert_int_equal(number(su, "SELECT count(*) FROM userroles WHERE user_id = $1::uuid", 1, pd),
                      0);
-    char *temp_role = value(su,
-                            "INSERT INTO roles (role_name) VALUES ('it_temp') RETURNING role_id",
-                            0, NULL);
+    char *temp_role =
+        value(su, "INSERT INTO roles (role_name) VALUES ('it_temp') RETURNING role_id", 0, NULL);
     const char *pr[] = {user, temp_role};
     exec_ok(su, "INSERT INTO userroles (user_id, role_id) VALUES ($1::uuid, $2::int)", 2, pr);
     exec_ok(su, "DELETE FROM roles WHERE role_id = $1::int", 1, (const char *const[]){temp_role});
@@ -620,7 +632,7 @@ static void seed_constraints_reject_bad_rows(void **state)
 static void rbac_roles_and_permissions_are_seeded(void **state)
 {
     (void)state;
-    SKIP_UNLESS_APPLIED();
+    REQUIRE_SCHEMA();
     char *roles = value(su,
                         "SELECT string_agg(role_name, ',' ORDER BY role_name) FROM roles "
                         "WHERE role_name IN ('admin', 'manager', 'operator', 'auditor')",
@@ -643,10 +655,9 @@ static void rbac_roles_and_permissions_are_seeded(void **state)
                             "'admin' AND rp.permission = p.permission)",
                             0, NULL),
                      0);
-    static const char *const ops[] = {"inventory.adjust",   "inventory.count",
-                                      "inventory.relocate", "inventory.receive",
-                                      "interaction.record", "allocation.record",
-                                      "event.record"};
+    static const char *const ops[] = {
+        "inventory.adjust",   "inventory.count",   "inventory.relocate", "inventory.receive",
+        "interaction.record", "allocation.record", "event.record"};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
         const char *p[] = {"manager", ops[i]};
         assert_int_equal(number(su,
@@ -676,7 +687,7 @@ static void rbac_roles_and_permissions_are_seeded(void **state)
 static void sync_tables_reject_bad_rows(void **state)
 {
     (void)state;
-    SKIP_UNLESS_APPLIED();
+    REQUIRE_SCHEMA();
     exec_ok(su,
             "INSERT INTO device (device_id, name, kind, token_hash) "
             "VALUES ('it-sync.dev_1', 'dock', 'gateway', 'h-sync')",
@@ -688,10 +699,10 @@ static void sync_tables_reject_bad_rows(void **state)
             "INSERT INTO device (device_id, kind, token_hash) "
             "VALUES (repeat('a', 65), 'scanner', 'h2')",
             0, NULL, "23514");
-    rejects(su, "INSERT INTO device (device_id, kind, token_hash) VALUES ('', 'scanner', 'h3')",
-            0, NULL, "23514");
-    rejects(su, "INSERT INTO device (device_id, kind, token_hash) VALUES ('ok', 'phone', 'h4')",
-            0, NULL, "23514");
+    rejects(su, "INSERT INTO device (device_id, kind, token_hash) VALUES ('', 'scanner', 'h3')", 0,
+            NULL, "23514");
+    rejects(su, "INSERT INTO device (device_id, kind, token_hash) VALUES ('ok', 'phone', 'h4')", 0,
+            NULL, "23514");
     rejects(su,
             "INSERT INTO device (device_id, kind, token_hash) VALUES ('ok2', 'scanner', 'h-sync')",
             0, NULL, "23505");
@@ -717,17 +728,14 @@ static void sync_tables_reject_bad_rows(void **state)
         "NULLIF($6, '')::uuid, now())";
     exec_ok(su, ledger_sql, 6, (const char *const[]){item, "adjust", "-1", "0", "", ""});
     exec_ok(su, ledger_sql, 6, (const char *const[]){item, "relocate", "0", "0", loc, ""});
-    rejects(su, ledger_sql, 6, (const char *const[]){item, "adjust", "-2", "-1", "", ""},
-            "23514");
-    rejects(su, ledger_sql, 6, (const char *const[]){item, "relocate", "0", "0", "", ""},
-            "23514");
-    rejects(su, ledger_sql, 6, (const char *const[]){item, "teleport", "0", "0", "", ""},
-            "23514");
+    rejects(su, ledger_sql, 6, (const char *const[]){item, "adjust", "-2", "-1", "", ""}, "23514");
+    rejects(su, ledger_sql, 6, (const char *const[]){item, "relocate", "0", "0", "", ""}, "23514");
+    rejects(su, ledger_sql, 6, (const char *const[]){item, "teleport", "0", "0", "", ""}, "23514");
     /* op_id must name a received op; the check is deferred to commit. */
-    rejects(su, ledger_sql, 6,
-            (const char *const[]){item, "adjust", "1", "1", "",
-                                  "00000000-0000-7000-8000-000000000000"},
-            "23503");
+    rejects(
+        su, ledger_sql, 6,
+        (const char *const[]){item, "adjust", "1", "1", "", "00000000-0000-7000-8000-000000000000"},
+        "23503");
     free(item);
     free(loc);
 }
@@ -777,7 +785,7 @@ static void assert_event_in(const char *id, int months)
 static void partitions_route_rows_and_drain_default(void **state)
 {
     (void)state;
-    SKIP_UNLESS_APPLIED();
+    REQUIRE_SCHEMA();
     /* 002 created this month and the next three. */
     char *next = event_at_month(1);
     assert_event_in(next, 1);
@@ -802,8 +810,9 @@ static void partitions_route_rows_and_drain_default(void **state)
     assert_true(number(su, "SELECT midway_ensure_partitions(8)", 0, NULL) >= 1);
     assert_event_in(future, 8);
     assert_int_equal(number(su, "SELECT count(*) FROM integrationevent_default", 0, NULL), 0);
-    assert_int_equal(number(su, "SELECT count(*) FROM integrationevent WHERE source_system = "
-                                "'it-part'",
+    assert_int_equal(number(su,
+                            "SELECT count(*) FROM integrationevent WHERE source_system = "
+                            "'it-part'",
                             0, NULL),
                      4);
     /* A moved partition has the parent's indexes, key and references. */
@@ -838,7 +847,7 @@ static void partitions_route_rows_and_drain_default(void **state)
 static void retention_archives_then_drops_old_partitions(void **state)
 {
     (void)state;
-    SKIP_UNLESS_APPLIED();
+    REQUIRE_SCHEMA();
     char *old = event_at_month(-14);
     char *recent = event_at_month(-11);
     char *u = make_user("it_ret_user", "operator");
@@ -877,14 +886,13 @@ static void retention_archives_then_drops_old_partitions(void **state)
     PQclear(r);
 
     const char *po[] = {old};
-    assert_int_equal(number(su, "SELECT count(*) FROM integrationevent WHERE event_id = $1::bigint",
-                            1, po),
-                     0);
+    assert_int_equal(
+        number(su, "SELECT count(*) FROM integrationevent WHERE event_id = $1::bigint", 1, po), 0);
     assert_int_equal(number(su, "SELECT count(*) FROM integrationevent WHERE event_id = $1::bigint",
                             1, (const char *const[]){recent}),
                      1);
-    assert_int_equal(number(su, "SELECT count(*) FROM userinteraction WHERE user_id = $1::uuid",
-                            1, (const char *const[]){u}),
+    assert_int_equal(number(su, "SELECT count(*) FROM userinteraction WHERE user_id = $1::uuid", 1,
+                            (const char *const[]){u}),
                      1);
     const char *pp[] = {old_part};
     assert_int_equal(number(su,
@@ -910,8 +918,8 @@ static void retention_archives_then_drops_old_partitions(void **state)
     assert_int_equal(PQntuples(r), 1);
     assert_string_equal(PQgetvalue(r, 0, 0), "dropped");
     PQclear(r);
-    char *gone = value(su, "SELECT to_regclass('midway_archive.' || quote_ident($1)) IS NULL", 1,
-                       pp);
+    char *gone =
+        value(su, "SELECT to_regclass('midway_archive.' || quote_ident($1)) IS NULL", 1, pp);
     assert_string_equal(gone, "t");
     free(gone);
     assert_int_equal(number(su,
@@ -966,8 +974,9 @@ static char *fingerprint(void)
 static void second_application_fails_and_changes_nothing(void **state)
 {
     (void)state;
-    SKIP_UNLESS_APPLIED();
+    REQUIRE_SCHEMA();
     char *before = fingerprint();
+    print_message("applying every file again: each must fail (its error follows)\n");
     char *dir = tu_path(pgtest_schema_dir(), "postgres");
     for (int i = 0; i < nfiles; i++) {
         char *path = tu_path(dir, files[i]->d_name);
@@ -988,7 +997,7 @@ static void second_application_fails_and_changes_nothing(void **state)
 static void runtime_role_sees_rows_as_rls_allows(void **state)
 {
     (void)state;
-    SKIP_UNLESS_APPLIED();
+    REQUIRE_SCHEMA();
     exec_ok(su, "CREATE ROLE " APP_ROLE " LOGIN IN ROLE midway_runtime", 0, NULL);
     char *op1 = make_user("it_rls_op1", "operator");
     char *op2 = make_user("it_rls_op2", "operator");
@@ -1074,8 +1083,7 @@ static void runtime_role_sees_rows_as_rls_allows(void **state)
             "event_at, user_id, device_id) SELECT resource_id, 'adjust', -1, quantity, "
             "$2::uuid, now(), $3::uuid, 'it-rls-dev' FROM inventory WHERE resource_id = $1::uuid",
             3, pw);
-    exec_ok(app, "UPDATE device SET last_seen_at = now() WHERE device_id = 'it-rls-dev'", 0,
-            NULL);
+    exec_ok(app, "UPDATE device SET last_seen_at = now() WHERE device_id = 'it-rls-dev'", 0, NULL);
     exec_ok(app, "COMMIT", 0, NULL);
     assert_int_equal(number(su,
                             "SELECT count(*) FROM inventory_ledger l JOIN inventory i USING "
@@ -1104,8 +1112,9 @@ static void runtime_role_sees_rows_as_rls_allows(void **state)
     /* Never the password hash; the rest of users is readable for pull. */
     rejects(app, "SELECT password_hash FROM users", 0, NULL, "42501");
     rejects(app, "SELECT * FROM users", 0, NULL, "42501");
-    assert_true(number(app, "SELECT count(*) FROM (SELECT user_id, username, is_active FROM users) u",
-                       0, NULL) >= 4);
+    assert_true(number(app,
+                       "SELECT count(*) FROM (SELECT user_id, username, is_active FROM users) u", 0,
+                       NULL) >= 4);
     /* Append-only tables, no DDL, no partitions directly. */
     rejects(app, "DELETE FROM userinteraction", 0, NULL, "42501");
     rejects(app, "UPDATE inventory_ledger SET delta = 0", 0, NULL, "42501");
@@ -1177,7 +1186,7 @@ static char *pull_locations(PGconn *app, char *cursor_txid, char *cursor_seq, si
 static void change_feed_never_skips_late_commits(void **state)
 {
     (void)state;
-    SKIP_UNLESS_APPLIED();
+    REQUIRE_SCHEMA();
     PGconn *app = connect_as(APP_ROLE);
     char txid[32] = "0";
     char seq[32] = "0";

@@ -1,0 +1,817 @@
+/* serve.c - listener, connections and the glue between the event loop and the workers. */
+#define _GNU_SOURCE /* accept4 */
+#include "serve.h"
+
+#include "http.h"
+#include "loop.h"
+#include "mem.h"
+#include "metrics.h"
+#include "midway/log.h"
+#include "pool.h"
+#include "routes.h"
+#include "tls.h"
+#include "uuid.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TICK_MS 250
+#define READ_CHUNK 16384
+/* Bytes of a following pipelined request kept while the current one is served. */
+#define PIPELINE_MAX (64u * 1024u)
+/* Responses are bounded by the largest body plus headers. */
+#define OUT_MAX (MW_PULL_BODY_MAX + 65536u)
+/* Connections over the limit that still get a polite 503 before being closed; past this
+ * many, new connections are closed at once. */
+#define OVER_LIMIT_MAX 256
+
+enum conn_state {
+    C_HANDSHAKE, /* TLS handshake in progress */
+    C_READ,      /* waiting for (the rest of) a request */
+    C_BUSY,      /* a worker has the request */
+    C_WRITE,     /* sending the answer */
+};
+
+struct job;
+
+struct conn {
+    struct mw_loop_watch watch;
+    struct server *srv;
+    struct conn *prev, *next; /* srv->conns */
+    struct mw_tls_conn *tls;
+    enum conn_state state;
+    bool over_limit;      /* answer 503 to the first request, then close */
+    bool close_after;     /* close once the answer is out */
+    bool in_request;      /* bytes of a request have arrived (header timeout runs) */
+    struct mw_http_parser *parser; /* only while a request is being read */
+    struct mw_buf pending; /* bytes read past the request being served (pipelining) */
+    struct mw_buf out;
+    size_t out_off;
+    int64_t deadline_ms;
+    struct job *job;      /* the request at a worker, or NULL */
+    char peer[64];
+};
+
+struct job {
+    struct mw_job job;
+    struct conn *conn; /* NULL once the connection went away: the answer is dropped */
+    struct mw_route_ctx ctx;
+    struct mw_http_request req;
+    int64_t t0_us;
+    bool keep_alive;
+    bool head;
+};
+
+struct server {
+    const struct mw_serve_config *cfg;
+    struct mw_routes_config routes;
+    struct mw_loop *loop;
+    struct mw_tls_server *tls;
+    struct mw_pool *pool;
+    struct mw_loop_watch listen_watch;
+    struct mw_loop_watch pool_watch;
+    int listen_fd;
+    struct conn *conns;
+    size_t nconns;
+    size_t nover;
+    uint64_t refused;
+    bool draining;
+    int64_t drain_deadline_ms;
+    int64_t last_emfile_log_ms;
+};
+
+static volatile sig_atomic_t stop_requested;
+static struct mw_loop *signal_loop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+    if (signal_loop)
+        mw_loop_wake(signal_loop);
+}
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- connections ----------------------------------------------------------------------- */
+
+static void conn_close(struct conn *c)
+{
+    struct server *s = c->srv;
+    mw_loop_del(s->loop, &c->watch);
+    if (c->job)
+        c->job->conn = NULL; /* the worker's answer will be dropped */
+    if (c->tls && c->state != C_HANDSHAKE) {
+        struct mw_error ignored = {0};
+        (void)mw_tls_conn_close_notify(c->tls, &ignored); /* best effort, never waits */
+    }
+    mw_tls_conn_free(c->tls);
+    close(c->watch.fd);
+    if (c->parser) {
+        mw_http_parser_cleanup(c->parser);
+        mw_free(c->parser);
+    }
+    mw_buf_free(&c->pending);
+    mw_buf_free(&c->out);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    if (c->over_limit)
+        s->nover--;
+    else
+        s->nconns--;
+    mw_free(c);
+}
+
+static void conn_want(struct conn *c, uint32_t events)
+{
+    struct mw_error err = {0};
+    if (mw_loop_set(c->srv->loop, &c->watch, events, &err) != MW_OK) {
+        MW_LOG(MW_LOG_WARN, NULL, "connection %s: %s", c->peer, err.msg);
+        conn_close(c);
+    }
+}
+
+static void conn_drive(struct conn *c);
+
+/* An answer is complete in c->out: the driver sends it next. */
+static void conn_send(struct conn *c)
+{
+    c->state = C_WRITE;
+    c->out_off = 0;
+    c->deadline_ms = mw_loop_now_ms() + c->srv->cfg->idle_timeout_ms;
+}
+
+static void log_request(const struct job *j, int status)
+{
+    int64_t us = now_us() - j->t0_us;
+    MW_LOG_DEV(MW_LOG_INFO, j->ctx.cid, j->ctx.device_id[0] ? j->ctx.device_id : NULL,
+               "%s %s %d %.1fms%s%s", j->req.method_token, j->req.path, status,
+               (double)us / 1000.0, j->ctx.log_note[0] ? " " : "", j->ctx.log_note);
+    mw_metrics_request(j->ctx.route, status, us);
+}
+
+/* Serializes the job's answer into its connection (when it still has one) and frees it. */
+static void job_finish(struct job *j)
+{
+    struct conn *c = j->conn;
+    int status = j->ctx.status ? j->ctx.status : 500;
+    log_request(j, status);
+    if (c) {
+        c->job = NULL;
+        bool keep = j->keep_alive && !c->close_after && !c->srv->draining && status != 503;
+        struct mw_error err = {0};
+        enum mw_err rc = mw_http_response_write(
+            &c->out, status, j->ctx.content_type, j->ctx.cid, keep,
+            j->ctx.extra_headers[0] ? j->ctx.extra_headers : NULL,
+            j->head ? NULL : j->ctx.body.data, j->ctx.body.len);
+        if (rc != MW_OK) {
+            MW_LOG(MW_LOG_ERROR, j->ctx.cid, "write answer: %s", err.msg);
+            conn_close(c);
+        } else {
+            c->close_after = !keep;
+            conn_send(c);
+        }
+    }
+    mw_route_ctx_cleanup(&j->ctx);
+    mw_http_request_cleanup(&j->req);
+    mw_free(j);
+}
+
+static void job_run(struct mw_job *job, PGconn *pg)
+{
+    struct job *j = (struct job *)job;
+    mw_routes_handle(&j->ctx, pg);
+}
+
+/* Back on the I/O thread from a worker: answer, and drive the connection on. */
+static void job_done(struct mw_job *job)
+{
+    struct conn *c = ((struct job *)job)->conn;
+    job_finish((struct job *)job);
+    if (c)
+        conn_drive(c);
+}
+
+/* The correlation id: the client's when it is a UUID, else a new UUIDv7. */
+static void pick_cid(const struct mw_http_request *req, char out[MW_UUID_STR_SIZE])
+{
+    struct mw_uuid u;
+    if (req->correlation_id[0] &&
+        mw_uuid_parse(req->correlation_id, strlen(req->correlation_id), &u) == MW_OK) {
+        mw_uuid_format(&u, out);
+        return;
+    }
+    struct mw_error err = {0};
+    if (mw_uuid_v7(&u, &err) != MW_OK)
+        memset(&u, 0, sizeof u);
+    mw_uuid_format(&u, out);
+}
+
+/* A whole request is in c->parser: answer it here or hand it to a worker. */
+static void conn_dispatch(struct conn *c)
+{
+    struct server *s = c->srv;
+    struct job *j = mw_calloc(1, sizeof *j);
+    if (!j) {
+        conn_close(c);
+        return;
+    }
+    mw_http_parser_take_request(c->parser, &j->req);
+    mw_http_parser_cleanup(c->parser);
+    mw_free(c->parser);
+    c->parser = NULL;
+    c->in_request = false;
+
+    j->t0_us = now_us();
+    j->conn = c;
+    j->keep_alive = j->req.keep_alive && !c->over_limit;
+    j->head = j->req.method == MW_HTTP_HEAD;
+    j->ctx.cfg = &s->routes;
+    j->ctx.req = &j->req;
+    pick_cid(&j->req, j->ctx.cid);
+    mw_buf_init(&j->ctx.body, OUT_MAX);
+    c->job = j;
+    c->state = C_BUSY;
+    conn_want(c, 0);
+
+    bool found = false, allowed = false;
+    j->ctx.route = mw_routes_classify(&j->req, &found, &allowed);
+    if (c->over_limit) {
+        mw_routes_error(&j->ctx, 503, "overloaded",
+                        "the server is at its connection limit; retry shortly");
+    } else if (s->draining) {
+        mw_routes_error(&j->ctx, 503, "shutting_down", "the server is shutting down");
+    } else if (!found) {
+        mw_routes_error(&j->ctx, 404, "not_found", "no such route");
+    } else if (!allowed) {
+        mw_routes_error(&j->ctx, 405, "method_not_allowed",
+                        j->ctx.route == MW_ROUTE_PUSH ? "use POST" : "use GET");
+        snprintf(j->ctx.extra_headers, sizeof j->ctx.extra_headers, "Allow: %s\r\n",
+                 j->ctx.route == MW_ROUTE_PUSH ? "POST" : "GET, HEAD");
+    } else if (j->ctx.route == MW_ROUTE_METRICS) {
+        struct mw_pool_stats ps;
+        struct mw_tls_stats ts;
+        mw_pool_stats(s->pool, &ps);
+        mw_tls_server_stats(s->tls, &ts);
+        struct mw_metrics_gauges g = {
+            .connections_open = s->nconns,
+            .queue_depth = ps.queued,
+            .pool_busy = ps.busy,
+            .pool_connected = ps.connected,
+            .pool_size = ps.workers,
+            .pool_reconnects = ps.reconnects,
+            .tls_handshakes_ok = ts.handshakes_ok,
+            .tls_handshakes_failed = ts.handshakes_failed,
+            .tls_handshakes_aborted = ts.handshakes_aborted,
+            .connections_refused = s->refused,
+        };
+        if (mw_metrics_render(&g, &j->ctx.body) == MW_OK) {
+            j->ctx.status = 200;
+            j->ctx.content_type = "text/plain; version=0.0.4; charset=utf-8";
+        } else {
+            mw_routes_error(&j->ctx, 500, "internal", "out of memory");
+        }
+    } else {
+        j->job.run = job_run;
+        j->job.done = job_done;
+        enum mw_err rc = mw_pool_submit(s->pool, &j->job);
+        if (rc == MW_OK)
+            return; /* job_done() answers */
+        mw_routes_error(&j->ctx, 503, rc == MW_EFULL ? "overloaded" : "shutting_down",
+                        rc == MW_EFULL ? "too many requests are waiting; retry shortly"
+                                       : "the server is shutting down");
+    }
+    job_finish(j);
+}
+
+/* Answers a request that could not be parsed; the connection closes after it. */
+static void conn_reject(struct conn *c)
+{
+    struct mw_http_parser *p = c->parser;
+    char cid[MW_UUID_STR_SIZE];
+    pick_cid(&p->req, cid);
+    MW_LOG(MW_LOG_INFO, cid, "%s: %d %s: %s", c->peer, p->status, p->code ? p->code : "-",
+           p->err.msg);
+    mw_metrics_request(MW_ROUTE_OTHER, p->status, 0);
+    mw_buf_reset(&c->out);
+    enum mw_err rc = mw_http_error_write(&c->out, p->status, p->code ? p->code : "malformed",
+                                         p->err.msg, cid, false, NULL);
+    mw_http_parser_cleanup(c->parser);
+    mw_free(c->parser);
+    c->parser = NULL;
+    c->close_after = true;
+    if (rc != MW_OK)
+        mw_buf_reset(&c->out); /* nothing to say: the write step just closes */
+    conn_send(c);
+}
+
+enum step {
+    STEP_PROGRESS, /* the state changed: drive on */
+    STEP_WAIT,     /* waiting for the socket (events set) or a worker */
+    STEP_CLOSED,   /* the connection is gone (freed) */
+};
+
+/* Feeds bytes to the parser: STEP_WAIT when it needs more, STEP_PROGRESS when a request is
+ * complete (dispatched, or refused), STEP_CLOSED when memory ran out. */
+static enum step conn_feed(struct conn *c, const uint8_t *data, size_t len, size_t *used)
+{
+    *used = 0;
+    if (!c->parser) {
+        c->parser = mw_malloc(sizeof *c->parser);
+        if (!c->parser) {
+            conn_close(c);
+            return STEP_CLOSED;
+        }
+        mw_http_parser_init(c->parser, 0, c->srv->cfg->body_max);
+    }
+    if (!c->in_request && len > 0) {
+        c->in_request = true;
+        c->deadline_ms = mw_loop_now_ms() + c->srv->cfg->header_timeout_ms;
+    }
+    enum mw_http_result r = mw_http_parser_feed(c->parser, data, len, used);
+    if (mw_http_parser_take_continue(c->parser)) {
+        /* Tiny and rare: written directly. If the socket is full the client sends the body
+         * anyway after its own short wait, as RFC 9110 allows. */
+        size_t n = 0;
+        struct mw_error ignored = {0};
+        (void)mw_tls_conn_write(c->tls, MW_HTTP_CONTINUE, strlen(MW_HTTP_CONTINUE), &n,
+                                &ignored);
+        c->deadline_ms = mw_loop_now_ms() + c->srv->cfg->body_timeout_ms;
+    }
+    if (r == MW_HTTP_DONE) {
+        conn_dispatch(c);
+        return STEP_PROGRESS;
+    }
+    if (r == MW_HTTP_ERROR) {
+        conn_reject(c);
+        return STEP_PROGRESS;
+    }
+    return STEP_WAIT;
+}
+
+static enum step read_step(struct conn *c)
+{
+    /* First what was read past the previous request. */
+    if (c->pending.len > 0) {
+        size_t used = 0;
+        enum step st = conn_feed(c, c->pending.data, c->pending.len, &used);
+        if (st == STEP_CLOSED)
+            return st;
+        size_t rest = c->pending.len - used;
+        memmove(c->pending.data, c->pending.data + used, rest);
+        c->pending.len = rest;
+        if (st == STEP_PROGRESS)
+            return st;
+    }
+    uint8_t chunk[READ_CHUNK];
+    for (;;) {
+        size_t n = 0;
+        struct mw_error err = {0};
+        enum mw_tls_status ts = mw_tls_conn_read(c->tls, chunk, sizeof chunk, &n, &err);
+        if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE) {
+            conn_want(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
+            return STEP_WAIT;
+        }
+        if (ts != MW_TLS_OK || n == 0) {
+            if (ts == MW_TLS_FAILED)
+                MW_LOG(MW_LOG_DEBUG, NULL, "connection %s: %s", c->peer, err.msg);
+            conn_close(c);
+            return STEP_CLOSED;
+        }
+        size_t used = 0;
+        enum step st = conn_feed(c, chunk, n, &used);
+        if (st == STEP_CLOSED)
+            return st;
+        if (st == STEP_PROGRESS) {
+            if (used < n && mw_buf_append(&c->pending, chunk + used, n - used) != MW_OK) {
+                /* More pipelined bytes than PIPELINE_MAX: not a client of ours. */
+                c->close_after = true;
+            }
+            return st;
+        }
+    }
+}
+
+static enum step write_step(struct conn *c)
+{
+    while (c->out_off < c->out.len) {
+        size_t n = 0;
+        struct mw_error err = {0};
+        enum mw_tls_status ts = mw_tls_conn_write(c->tls, c->out.data + c->out_off,
+                                                  c->out.len - c->out_off, &n, &err);
+        if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE) {
+            conn_want(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
+            return STEP_WAIT;
+        }
+        if (ts != MW_TLS_OK) {
+            if (ts == MW_TLS_FAILED)
+                MW_LOG(MW_LOG_DEBUG, NULL, "connection %s: %s", c->peer, err.msg);
+            conn_close(c);
+            return STEP_CLOSED;
+        }
+        c->out_off += n;
+    }
+    if (c->close_after) {
+        conn_close(c);
+        return STEP_CLOSED;
+    }
+    /* Keep-alive: release what an idle connection does not need. */
+    mw_buf_free(&c->out);
+    mw_buf_init(&c->out, OUT_MAX);
+    c->out_off = 0;
+    c->state = C_READ;
+    c->in_request = false;
+    c->deadline_ms = mw_loop_now_ms() + c->srv->cfg->idle_timeout_ms;
+    return STEP_PROGRESS;
+}
+
+static enum step handshake_step(struct conn *c)
+{
+    struct mw_error err = {0};
+    enum mw_tls_status ts = mw_tls_conn_handshake(c->tls, &err);
+    if (ts == MW_TLS_OK) {
+        c->state = C_READ;
+        return STEP_PROGRESS;
+    }
+    if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE) {
+        conn_want(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
+        return STEP_WAIT;
+    }
+    MW_LOG(MW_LOG_DEBUG, NULL, "TLS handshake with %s: %s", c->peer,
+           ts == MW_TLS_FAILED ? err.msg : "peer went away");
+    conn_close(c);
+    return STEP_CLOSED;
+}
+
+/* Moves a connection forward until it has to wait. The only place states advance, so no
+ * step calls another and nothing recurses. */
+static void conn_drive(struct conn *c)
+{
+    for (;;) {
+        enum step st;
+        switch (c->state) {
+        case C_HANDSHAKE:
+            st = handshake_step(c);
+            break;
+        case C_READ:
+            st = read_step(c);
+            break;
+        case C_WRITE:
+            st = write_step(c);
+            break;
+        case C_BUSY:
+        default:
+            conn_want(c, 0);
+            return;
+        }
+        if (st != STEP_PROGRESS)
+            return;
+    }
+}
+
+static void on_conn_event(void *arg, uint32_t events)
+{
+    struct conn *c = arg;
+    if ((events & MW_LOOP_ERROR) && c->state == C_BUSY) {
+        conn_close(c); /* the client is gone; the worker's answer will be dropped */
+        return;
+    }
+    conn_drive(c);
+}
+
+/* ---- listener ---------------------------------------------------------------------------- */
+
+static void format_peer(const struct sockaddr_storage *sa, char *out, size_t size)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        port = ntohs(in->sin_port);
+        snprintf(out, size, "%s:%d", host, port);
+    } else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        port = ntohs(in6->sin6_port);
+        snprintf(out, size, "[%s]:%d", host, port);
+    } else {
+        snprintf(out, size, "?");
+    }
+}
+
+static void accept_one(struct server *s, int fd, const struct sockaddr_storage *sa)
+{
+    bool over = s->nconns >= (size_t)s->cfg->max_connections || s->draining;
+    if (over && s->nover >= OVER_LIMIT_MAX) {
+        s->refused++;
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct conn *c = mw_calloc(1, sizeof *c);
+    struct mw_error err = {0};
+    if (!c || mw_tls_conn_new(s->tls, fd, &c->tls, &err) != MW_OK) {
+        MW_LOG(MW_LOG_WARN, NULL, "new connection: %s", c ? err.msg : "out of memory");
+        mw_free(c);
+        close(fd);
+        return;
+    }
+    c->srv = s;
+    c->watch.fd = fd;
+    c->watch.fn = on_conn_event;
+    c->watch.arg = c;
+    c->state = C_HANDSHAKE;
+    c->over_limit = over;
+    c->deadline_ms = mw_loop_now_ms() + s->cfg->header_timeout_ms;
+    mw_buf_init(&c->pending, PIPELINE_MAX);
+    mw_buf_init(&c->out, OUT_MAX);
+    format_peer(sa, c->peer, sizeof c->peer);
+    if (mw_loop_add(s->loop, &c->watch, MW_LOOP_READ, &err) != MW_OK) {
+        MW_LOG(MW_LOG_WARN, NULL, "new connection: %s", err.msg);
+        mw_tls_conn_free(c->tls);
+        mw_free(c);
+        close(fd);
+        return;
+    }
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    if (over) {
+        s->nover++;
+        s->refused++;
+    } else {
+        s->nconns++;
+    }
+}
+
+static void on_listen_event(void *arg, uint32_t events)
+{
+    (void)events;
+    struct server *s = arg;
+    /* A bounded batch per round so established connections keep being served. */
+    for (int i = 0; i < 256; i++) {
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof sa;
+        int fd = accept4(s->listen_fd, (struct sockaddr *)&sa, &len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            accept_one(s, fd, &sa);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EMFILE || errno == ENFILE) {
+            int64_t now = mw_loop_now_ms();
+            if (now - s->last_emfile_log_ms > 10000) {
+                MW_LOG(MW_LOG_WARN, NULL,
+                       "accept: out of file descriptors with %zu connections open; raise "
+                       "LimitNOFILE or lower max-connections",
+                       s->nconns);
+                s->last_emfile_log_ms = now;
+            }
+        }
+        return;
+    }
+}
+
+static void on_pool_event(void *arg, uint32_t events)
+{
+    (void)events;
+    struct server *s = arg;
+    mw_pool_drain(s->pool);
+}
+
+/* Every TICK_MS: timeouts, and the shutdown's progress. */
+static void on_tick(void *arg)
+{
+    struct server *s = arg;
+    int64_t now = mw_loop_now_ms();
+    if (stop_requested && !s->draining) {
+        MW_LOG(MW_LOG_INFO, NULL, "shutting down: no new connections, %zu open",
+               s->nconns + s->nover);
+        s->draining = true;
+        s->drain_deadline_ms = now + s->cfg->shutdown_grace_ms;
+        mw_loop_del(s->loop, &s->listen_watch);
+        close(s->listen_fd);
+        s->listen_fd = -1;
+    }
+    struct conn *next = NULL;
+    for (struct conn *c = s->conns; c; c = next) {
+        next = c->next;
+        bool idle = c->state == C_HANDSHAKE ||
+                    (c->state == C_READ && !c->in_request && c->pending.len == 0);
+        if (s->draining && (idle || now >= s->drain_deadline_ms)) {
+            conn_close(c);
+            continue;
+        }
+        if (c->state != C_BUSY && now >= c->deadline_ms) {
+            if (c->in_request || c->state == C_HANDSHAKE)
+                MW_LOG(MW_LOG_INFO, NULL, "%s: timed out %s", c->peer,
+                       c->state == C_HANDSHAKE ? "in the TLS handshake"
+                                               : "waiting for the request");
+            conn_close(c);
+        }
+    }
+    if (s->draining && !s->conns)
+        mw_loop_stop(s->loop);
+}
+
+/* "127.0.0.1:8443", "0.0.0.0:8443", "[::1]:8443", "[::]:8443". */
+static enum mw_err parse_listen(const char *spec, struct sockaddr_storage *sa, socklen_t *len,
+                                struct mw_error *err)
+{
+    char host[128];
+    const char *port_s = NULL;
+    if (spec[0] == '[') {
+        const char *close_b = strchr(spec, ']');
+        if (!close_b || close_b[1] != ':' || (size_t)(close_b - spec - 1) >= sizeof host)
+            return mw_fail(err, MW_EINVAL, "listen address '%s': expected [IPV6]:PORT", spec);
+        memcpy(host, spec + 1, (size_t)(close_b - spec - 1));
+        host[close_b - spec - 1] = '\0';
+        port_s = close_b + 2;
+    } else {
+        const char *colon = strrchr(spec, ':');
+        if (!colon || (size_t)(colon - spec) >= sizeof host)
+            return mw_fail(err, MW_EINVAL, "listen address '%s': expected ADDR:PORT", spec);
+        memcpy(host, spec, (size_t)(colon - spec));
+        host[colon - spec] = '\0';
+        port_s = colon + 1;
+    }
+    char *end = NULL;
+    long port = strtol(port_s, &end, 10);
+    if (!*port_s || *end || port < 0 || port > 65535)
+        return mw_fail(err, MW_EINVAL, "listen address '%s': bad port", spec);
+    memset(sa, 0, sizeof *sa);
+    struct sockaddr_in *in = (struct sockaddr_in *)sa;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
+    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)port);
+        *len = sizeof *in;
+    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *in6;
+    } else {
+        return mw_fail(err, MW_EINVAL, "listen address '%s': '%s' is not an IP address", spec,
+                       host);
+    }
+    return MW_OK;
+}
+
+static enum mw_err open_listener(const char *spec, int *fd_out, int *port_out,
+                                 struct mw_error *err)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = 0;
+    enum mw_err rc = parse_listen(spec, &sa, &len, err);
+    if (rc != MW_OK)
+        return rc;
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return mw_fail(err, MW_EIO, "socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&sa, len) != 0 || listen(fd, 4096) != 0) {
+        int e = errno;
+        close(fd);
+        return mw_fail(err, MW_EIO, "listen on %s: %s", spec, strerror(e));
+    }
+    socklen_t blen = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &blen);
+    *port_out = ntohs(sa.ss_family == AF_INET ? ((struct sockaddr_in *)&sa)->sin_port
+                                              : ((struct sockaddr_in6 *)&sa)->sin6_port);
+    *fd_out = fd;
+    return MW_OK;
+}
+
+/* Each connection needs a descriptor; the default soft limit (1024) is far below what
+ * max-connections allows, so take what the hard limit gives. */
+static void raise_fd_limit(int want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t target = (rlim_t)want + 64 + OVER_LIMIT_MAX;
+    if (rl.rlim_cur >= target)
+        return;
+    rl.rlim_cur = rl.rlim_max < target ? rl.rlim_max : target;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < target)
+        MW_LOG(MW_LOG_WARN, NULL,
+               "open files limited to %llu: fewer than max-connections %d can be served",
+               (unsigned long long)rl.rlim_cur, want);
+}
+
+static enum mw_err check_config(const struct mw_serve_config *cfg, struct mw_error *err)
+{
+    if (!cfg->listen || !cfg->tls_cert || !cfg->tls_key || !cfg->db_conninfo)
+        return mw_fail(err, MW_EINVAL, "serve needs listen, TLS certificate and key, database");
+    if (cfg->max_connections < 1 || cfg->max_connections > 1000000)
+        return mw_fail(err, MW_EINVAL, "max-connections must be 1..1000000");
+    if (cfg->body_max < 1024 || cfg->body_max > 1024u * 1024u * 1024u)
+        return mw_fail(err, MW_EINVAL, "body-max must be 1 KiB..1 GiB");
+    if (cfg->header_timeout_ms < 100 || cfg->body_timeout_ms < 100 ||
+        cfg->idle_timeout_ms < 100 || cfg->shutdown_grace_ms < 0)
+        return mw_fail(err, MW_EINVAL, "timeouts must be at least 100ms");
+    return MW_OK;
+}
+
+enum mw_err mw_serve_run(const struct mw_serve_config *cfg, void (*ready)(void *arg, int port),
+                         void *ready_arg, struct mw_error *err)
+{
+    enum mw_err rc = check_config(cfg, err);
+    if (rc != MW_OK)
+        return rc;
+    struct server s;
+    memset(&s, 0, sizeof s);
+    s.cfg = cfg;
+    s.listen_fd = -1;
+    s.routes.body_max = cfg->body_max;
+    s.routes.pull_limit_default = cfg->pull_limit_default > 0 ? cfg->pull_limit_default : 500;
+    raise_fd_limit(cfg->max_connections);
+
+    struct mw_pool_config pc = {
+        .conninfo = cfg->db_conninfo,
+        .workers = cfg->workers,
+        .queue_max = cfg->queue_max,
+    };
+    int port = 0;
+    rc = mw_tls_server_new(cfg->tls_cert, cfg->tls_key, &s.tls, err);
+    if (rc == MW_OK)
+        rc = mw_loop_new(&s.loop, err);
+    if (rc == MW_OK)
+        rc = mw_pool_new(&pc, &s.pool, err);
+    if (rc == MW_OK)
+        rc = open_listener(cfg->listen, &s.listen_fd, &port, err);
+    if (rc == MW_OK) {
+        s.listen_watch = (struct mw_loop_watch){.fd = s.listen_fd, .fn = on_listen_event, .arg = &s};
+        rc = mw_loop_add(s.loop, &s.listen_watch, MW_LOOP_READ, err);
+    }
+    if (rc == MW_OK) {
+        s.pool_watch = (struct mw_loop_watch){.fd = mw_pool_fd(s.pool), .fn = on_pool_event, .arg = &s};
+        rc = mw_loop_add(s.loop, &s.pool_watch, MW_LOOP_READ, err);
+    }
+    if (rc != MW_OK)
+        goto out;
+
+    stop_requested = 0;
+    signal_loop = s.loop;
+    struct sigaction sa_stop, old_term, old_int, sa_ign, old_pipe;
+    memset(&sa_stop, 0, sizeof sa_stop);
+    sa_stop.sa_handler = on_signal;
+    sigemptyset(&sa_stop.sa_mask);
+    sigaction(SIGTERM, &sa_stop, &old_term);
+    sigaction(SIGINT, &sa_stop, &old_int);
+    memset(&sa_ign, 0, sizeof sa_ign);
+    sa_ign.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa_ign, &old_pipe);
+
+    MW_LOG(MW_LOG_INFO, NULL,
+           "serving https on %s (port %d, %s max): %d database workers, queue %d, up to %d "
+           "connections",
+           cfg->listen, port, mw_tls_max_version(), cfg->workers, cfg->queue_max,
+           cfg->max_connections);
+    if (ready)
+        ready(ready_arg, port);
+    mw_loop_run(s.loop, TICK_MS, on_tick, &s);
+
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGPIPE, &old_pipe, NULL);
+    signal_loop = NULL;
+
+out:
+    while (s.conns)
+        conn_close(s.conns);
+    if (s.pool) {
+        mw_loop_del(s.loop, &s.pool_watch);
+        mw_pool_free(s.pool); /* waits for running jobs; their answers are dropped */
+    }
+    if (s.listen_fd >= 0)
+        close(s.listen_fd);
+    mw_loop_free(s.loop);
+    mw_tls_server_free(s.tls);
+    return rc;
+}
