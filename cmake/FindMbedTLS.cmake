@@ -3,6 +3,18 @@
 # there and nowhere else, so the system's 2.28 can never be mixed in; otherwise it honours
 # MBEDTLS_ROOT as a hint and then the system paths.
 # Defines MbedTLS::mbedtls, MbedTLS::mbedx509, MbedTLS::mbedcrypto and MbedTLS_VERSION.
+# Switching MIDWAY_MBEDTLS_PREFIX in an existing build directory: forget the old results.
+if(NOT "${MIDWAY_MBEDTLS_PREFIX}" STREQUAL "${_MIDWAY_MBEDTLS_PREFIX_FOUND}")
+  unset(MBEDTLS_INCLUDE_DIR CACHE)
+  unset(MBEDTLS_LIBRARY CACHE)
+  unset(MBEDX509_LIBRARY CACHE)
+  unset(MBEDCRYPTO_LIBRARY CACHE)
+  set(_MIDWAY_MBEDTLS_PREFIX_FOUND "${MIDWAY_MBEDTLS_PREFIX}" CACHE INTERNAL "")
+endif()
+if(MIDWAY_MBEDTLS_PREFIX AND NOT EXISTS "${MIDWAY_MBEDTLS_PREFIX}/include/mbedtls/ssl.h")
+  message(FATAL_ERROR "MIDWAY_MBEDTLS_PREFIX=${MIDWAY_MBEDTLS_PREFIX} holds no mbedTLS: "
+          "build it first with scripts/build-mbedtls3")
+endif()
 if(MIDWAY_MBEDTLS_PREFIX)
   set(_mbedtls_where PATHS "${MIDWAY_MBEDTLS_PREFIX}" NO_DEFAULT_PATH)
   # Static archives first: that is what the script builds, and a stray shared copy in the
@@ -19,11 +31,11 @@ find_library(MBEDCRYPTO_LIBRARY mbedcrypto ${_mbedtls_where} PATH_SUFFIXES lib)
 if(MIDWAY_MBEDTLS_PREFIX)
   set(CMAKE_FIND_LIBRARY_SUFFIXES "${_mbedtls_suffixes_saved}")
   foreach(_v MBEDTLS_INCLUDE_DIR MBEDTLS_LIBRARY MBEDX509_LIBRARY MBEDCRYPTO_LIBRARY)
-    # A cache entry from an earlier configure without the prefix would otherwise stick.
+    # Only the prefix's own copy may be used: never a mix with the system's 2.28.
     string(FIND "${${_v}}" "${MIDWAY_MBEDTLS_PREFIX}/" _mbedtls_at)
     if(${_v} AND NOT _mbedtls_at EQUAL 0)
       message(FATAL_ERROR "${_v}=${${_v}} is outside MIDWAY_MBEDTLS_PREFIX "
-              "(${MIDWAY_MBEDTLS_PREFIX}); use a fresh build directory")
+              "(${MIDWAY_MBEDTLS_PREFIX})")
     endif()
   endforeach()
 endif()

@@ -4,7 +4,7 @@
 
 MIDWAY_PACKAGES="build-essential cmake pkg-config \
 libsqlite3-dev libcurl4-openssl-dev libmbedtls-dev libcjson-dev libpq-dev zlib1g-dev \
-libcmocka-dev postgresql-15 postgresql-client-15 ca-certificates curl openssl"
+libargon2-dev libcmocka-dev postgresql-15 postgresql-client-15 ca-certificates curl openssl"
 
 midway_missing_packages() {
     local missing="" p

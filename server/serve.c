@@ -152,11 +152,11 @@ static void conn_want(struct conn *c, uint32_t events)
 
 static void conn_drive(struct conn *c);
 
-/* An answer is complete in c->out: the driver sends it next. */
+/* An answer is complete in c->out (after any bytes still unsent there): the driver sends it
+ * next. */
 static void conn_send(struct conn *c)
 {
     c->state = C_WRITE;
-    c->out_off = 0;
     c->deadline_ms = mw_loop_now_ms() + c->srv->cfg->idle_timeout_ms;
 }
 
@@ -312,15 +312,13 @@ static void conn_reject(struct conn *c)
     MW_LOG(MW_LOG_INFO, cid, "%s: %d %s: %s", c->peer, p->status, p->code ? p->code : "-",
            p->err.msg);
     mw_metrics_request(MW_ROUTE_OTHER, p->status, 0);
-    mw_buf_reset(&c->out);
     enum mw_err rc = mw_http_error_write(&c->out, p->status, p->code ? p->code : "malformed",
                                          p->err.msg, cid, false, NULL);
     mw_http_parser_cleanup(c->parser);
     mw_free(c->parser);
     c->parser = NULL;
     c->close_after = true;
-    if (rc != MW_OK)
-        mw_buf_reset(&c->out); /* nothing to say: the write step just closes */
+    (void)rc; /* out of memory: nothing more to say, the write step just closes */
     conn_send(c);
 }
 
@@ -329,6 +327,25 @@ enum step {
     STEP_WAIT,     /* waiting for the socket (events set) or a worker */
     STEP_CLOSED,   /* the connection is gone (freed) */
 };
+
+/* Sends what the socket takes of c->out now, without waiting. Returns the TLS status of
+ * the last write (MW_TLS_OK when everything went out). */
+static enum mw_tls_status out_push(struct conn *c)
+{
+    while (c->out_off < c->out.len) {
+        size_t n = 0;
+        struct mw_error err = {0};
+        enum mw_tls_status ts = mw_tls_conn_write(c->tls, c->out.data + c->out_off,
+                                                  c->out.len - c->out_off, &n, &err);
+        if (ts != MW_TLS_OK) {
+            if (ts == MW_TLS_FAILED)
+                MW_LOG(MW_LOG_DEBUG, NULL, "connection %s: %s", c->peer, err.msg);
+            return ts;
+        }
+        c->out_off += n;
+    }
+    return MW_TLS_OK;
+}
 
 /* Feeds bytes to the parser: STEP_WAIT when it needs more, STEP_PROGRESS when a request is
  * complete (dispatched, or refused), STEP_CLOSED when memory ran out. */
@@ -349,12 +366,11 @@ static enum step conn_feed(struct conn *c, const uint8_t *data, size_t len, size
     }
     enum mw_http_result r = mw_http_parser_feed(c->parser, data, len, used);
     if (mw_http_parser_take_continue(c->parser)) {
-        /* Tiny and rare: written directly. If the socket is full the client sends the body
-         * anyway after its own short wait, as RFC 9110 allows. */
-        size_t n = 0;
-        struct mw_error ignored = {0};
-        (void)mw_tls_conn_write(c->tls, MW_HTTP_CONTINUE, strlen(MW_HTTP_CONTINUE), &n,
-                                &ignored);
+        /* Queued in the one output buffer and pushed out now; what the socket does not take
+         * goes ahead of the answer. A client that does not get it sends the body anyway
+         * after its own short wait, as RFC 9110 allows. */
+        if (mw_buf_append_str(&c->out, MW_HTTP_CONTINUE) == MW_OK)
+            out_push(c);
         c->deadline_ms = mw_loop_now_ms() + c->srv->cfg->body_timeout_ms;
     }
     if (r == MW_HTTP_DONE) {
@@ -413,22 +429,14 @@ static enum step read_step(struct conn *c)
 
 static enum step write_step(struct conn *c)
 {
-    while (c->out_off < c->out.len) {
-        size_t n = 0;
-        struct mw_error err = {0};
-        enum mw_tls_status ts = mw_tls_conn_write(c->tls, c->out.data + c->out_off,
-                                                  c->out.len - c->out_off, &n, &err);
-        if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE) {
-            conn_want(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
-            return STEP_WAIT;
-        }
-        if (ts != MW_TLS_OK) {
-            if (ts == MW_TLS_FAILED)
-                MW_LOG(MW_LOG_DEBUG, NULL, "connection %s: %s", c->peer, err.msg);
-            conn_close(c);
-            return STEP_CLOSED;
-        }
-        c->out_off += n;
+    enum mw_tls_status ts = out_push(c);
+    if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE) {
+        conn_want(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
+        return STEP_WAIT;
+    }
+    if (ts != MW_TLS_OK) {
+        conn_close(c);
+        return STEP_CLOSED;
     }
     if (c->close_after) {
         conn_close(c);

@@ -152,6 +152,9 @@ struct mw_tls_server {
     _Atomic uint64_t conns_open;
 };
 
+/* Plaintext bytes per mw_tls_conn_write call: one TLS record's worth. */
+#define WRITE_RECORD_MAX 16384u
+
 struct mw_tls_conn {
     mbedtls_ssl_context ssl;
     struct mw_tls_server *srv;
@@ -159,6 +162,7 @@ struct mw_tls_conn {
     int io_errno; /* errno of the last failed send/recv, for the error text */
     bool handshake_done;
     bool handshake_counted; /* its outcome is in the server's counters */
+    size_t retry_len;       /* bytes of a write that wanted to be retried, or 0 */
 };
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -217,9 +221,9 @@ enum mw_err mw_tls_server_new(const char *cert_path, const char *key_path,
         rc = mw_fail(err, MW_EIO, "PSA crypto init failed");
         goto fail;
     }
-    ret = mbedtls_ctr_drbg_seed(&srv->drbg, mbedtls_entropy_func, &srv->entropy,
-                                (const unsigned char *)PERSONALIZATION,
-                                sizeof(PERSONALIZATION) - 1);
+    ret =
+        mbedtls_ctr_drbg_seed(&srv->drbg, mbedtls_entropy_func, &srv->entropy,
+                              (const unsigned char *)PERSONALIZATION, sizeof(PERSONALIZATION) - 1);
     if (ret != 0) {
         rc = tls_fail(err, MW_EIO, ret, "seed random generator");
         goto fail;
@@ -228,10 +232,11 @@ enum mw_err mw_tls_server_new(const char *cert_path, const char *key_path,
     if (ret != 0) {
         /* A positive count means some certificates of the chain did not parse: a chain we
          * would send half of is as wrong as none. */
-        rc = ret > 0 ? mw_fail(err, MW_EMALFORMED, "certificate %s: %d certificate(s) did not parse",
-                               cert_path, ret)
-                     : tls_fail(err, ret == MBEDTLS_ERR_X509_ALLOC_FAILED ? MW_ENOMEM : MW_EMALFORMED,
-                                ret, cert_path);
+        rc = ret > 0
+                 ? mw_fail(err, MW_EMALFORMED, "certificate %s: %d certificate(s) did not parse",
+                           cert_path, ret)
+                 : tls_fail(err, ret == MBEDTLS_ERR_X509_ALLOC_FAILED ? MW_ENOMEM : MW_EMALFORMED,
+                            ret, cert_path);
         goto fail;
     }
     ret = parse_keyfile(&srv->key, key_path, &srv->drbg);
@@ -478,15 +483,22 @@ enum mw_tls_status mw_tls_conn_write(struct mw_tls_conn *c, const void *buf, siz
     }
     if (len == 0)
         return MW_TLS_OK;
-    int ret = mbedtls_ssl_write(&c->ssl, buf, len);
+    /* mbedTLS wants a write that blocked repeated with the same length; it then reports that
+     * length as sent. Remember it, so callers only have to pass the unsent rest of their
+     * buffer (which starts with the same bytes). One record per call keeps it exact. */
+    size_t chunk = len < WRITE_RECORD_MAX ? len : WRITE_RECORD_MAX;
+    if (c->retry_len > 0 && c->retry_len <= len)
+        chunk = c->retry_len;
+    int ret = mbedtls_ssl_write(&c->ssl, buf, chunk);
     if (ret > 0) {
+        c->retry_len = 0;
         *n_out = (size_t)ret;
         return MW_TLS_OK;
     }
-    if (ret == MBEDTLS_ERR_SSL_WANT_READ)
-        return MW_TLS_WANT_READ;
-    if (ret == MBEDTLS_ERR_SSL_WANT_WRITE)
-        return MW_TLS_WANT_WRITE;
+    if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
+        c->retry_len = chunk;
+        return ret == MBEDTLS_ERR_SSL_WANT_READ ? MW_TLS_WANT_READ : MW_TLS_WANT_WRITE;
+    }
     return conn_failed(c, ret, "TLS write", err);
 }
 

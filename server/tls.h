@@ -4,15 +4,17 @@
  * MBEDTLS_SSL_PROTO_TLS1_3; Debian 12's 2.28 is 1.2 only). Key exchange is ECDHE only
  * (X25519 or P-256) and records use AEAD only: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305
  * (for ECDSA certificates, and for RSA ones should an operator bring one). No renegotiation,
- * no session tickets (every connection does a full handshake: ~1 ms of CPU with P-256), no
- * client certificates (devices authenticate with bearer tokens).
+ * no session tickets (every connection does a full handshake: one ECDHE and one ECDSA P-256
+ * signature; devices keep connections alive instead), no client certificates (devices
+ * authenticate with bearer tokens).
  *
  * Memory: an idle established connection costs what mbedTLS keeps per mbedtls_ssl_context,
  * dominated by its input and output record buffers. Those are compile-time sizes
- * (MBEDTLS_SSL_IN_CONTENT_LEN / OUT_CONTENT_LEN, 16 KiB each in Debian's builds), so an idle
- * connection holds about 35 KiB here (test_tls measures it): 5,000 idle keep-alive
- * connections take about 170 MiB. The handshake state (~10-20 KiB more) is freed by mbedTLS
- * once the handshake completes, and no peer certificate is kept.
+ * (MBEDTLS_SSL_IN_CONTENT_LEN / OUT_CONTENT_LEN, 16 KiB each in Debian's builds, and no
+ * MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH), so no runtime setting shrinks them. test_tls measures
+ * the heap held per idle connection: 36 KiB with mbedTLS 2.28 (TLS 1.2), 40 KiB with 3.6
+ * (TLS 1.3), so 5,000 idle keep-alive connections hold about 175-200 MiB. The handshake state
+ * is freed by mbedTLS once the handshake completes, and no peer certificate is kept.
  *
  * Thread safety: a struct mw_tls_server is set up once, then read-only and shared by its
  * connections; it holds the one random generator (CTR_DRBG) they all draw from, so every
@@ -33,11 +35,11 @@ struct mw_tls_conn;   /* opaque: one connection's TLS state */
  * socket to become readable / writable and call the same function again (for a write: with
  * the same data, see mw_tls_conn_write). */
 enum mw_tls_status {
-    MW_TLS_OK = 0,      /* done: the handshake finished, or bytes were moved */
-    MW_TLS_WANT_READ,   /* blocked until the socket is readable */
-    MW_TLS_WANT_WRITE,  /* blocked until the socket is writable */
-    MW_TLS_CLOSED,      /* the peer closed (close_notify, or plain EOF): close the socket */
-    MW_TLS_FAILED,      /* fatal: *err says why; close the socket without further TLS calls */
+    MW_TLS_OK = 0,     /* done: the handshake finished, or bytes were moved */
+    MW_TLS_WANT_READ,  /* blocked until the socket is readable */
+    MW_TLS_WANT_WRITE, /* blocked until the socket is writable */
+    MW_TLS_CLOSED,     /* the peer closed (close_notify, or plain EOF): close the socket */
+    MW_TLS_FAILED,     /* fatal: *err says why; close the socket without further TLS calls */
 };
 
 /* Counters for /metrics; they only grow, except conns_open. */
@@ -94,17 +96,20 @@ MW_NODISCARD enum mw_tls_status mw_tls_conn_read(struct mw_tls_conn *c, void *bu
                                                  size_t *n_out, struct mw_error *err);
 
 /* Encrypts and sends up to len bytes from buf: MW_TLS_OK with *n_out > 0 (may be less than
- * len: at most one record, 16 KiB, per call). On MW_TLS_WANT_WRITE / WANT_READ part of the data
- * may already sit encrypted in the output buffer: call again with the same buf and len
- * (mbedTLS's rule) once the socket is ready. MW_TLS_FAILED as for read. */
+ * len: at most one record, 16 KiB, per call). MW_TLS_WANT_WRITE / WANT_READ usually mean the
+ * record is already encrypted and only partly sent: the next write must start with the same
+ * bytes (pass the unsent rest of one output buffer, which may have grown since); the
+ * connection remembers how many of them the blocked record held, as mbedTLS requires. A
+ * caller that may interleave (an interim "100 Continue" and the response) therefore queues
+ * everything in one output buffer.
+ * MW_TLS_FAILED as for read. */
 MW_NODISCARD enum mw_tls_status mw_tls_conn_write(struct mw_tls_conn *c, const void *buf,
-                                                  size_t len, size_t *n_out,
-                                                  struct mw_error *err);
+                                                  size_t len, size_t *n_out, struct mw_error *err);
 
-/* Sends close_notify. MW_TLS_OK once it is out, MW_TLS_WANT_WRITE to retry, MW_TLS_FAILED
- * when the socket is already gone (harmless: close it anyway). */
-MW_NODISCARD enum mw_tls_status mw_tls_conn_close_notify(struct mw_tls_conn *c,
-                                                         struct mw_error *err);
+/* Sends close_notify. MW_TLS_OK once it is out, MW_TLS_WANT_WRITE when the socket is full
+ * (retry, or give up: it is a courtesy), MW_TLS_FAILED when the socket is already gone.
+ * Callers may ignore the result: the connection is closed either way. */
+enum mw_tls_status mw_tls_conn_close_notify(struct mw_tls_conn *c, struct mw_error *err);
 
 /* Decrypted bytes waiting in the connection: a read returns them without touching the socket. */
 size_t mw_tls_conn_pending(const struct mw_tls_conn *c);

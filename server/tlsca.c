@@ -30,23 +30,60 @@
 /* ---- mbedTLS 2.28 / 3.x differences, all of them ------------------------------------- */
 
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
-/* 3.x parses and checks EC keys with blinding, so it wants the random generator. */
-#define PK_PARSE_KEY(pk, buf, len, drbg)                                                     \
-    mbedtls_pk_parse_key((pk), (buf), (len), NULL, 0, mbedtls_ctr_drbg_random, (drbg))
-#define PK_CHECK_PAIR(pub, prv, drbg) mbedtls_pk_check_pair((pub), (prv), mbedtls_ctr_drbg_random, (drbg))
-#if defined(MBEDTLS_MD_CAN_SHA1)
-#define HAVE_KEY_IDENTIFIERS 1
+#if defined(MBEDTLS_PSA_CRYPTO_C)
+#include <psa/crypto.h>
 #endif
+#if defined(MBEDTLS_MD_CAN_SHA1)
+#define HAVE_KEY_IDENTIFIERS 1 /* the key identifiers are SHA-1 hashes of the keys */
+#endif
+
+/* 3.x parses and checks EC keys with blinding, so it wants the random generator. */
+static int pk_parse(mbedtls_pk_context *pk, const unsigned char *buf, size_t len,
+                    mbedtls_ctr_drbg_context *drbg)
+{
+    return mbedtls_pk_parse_key(pk, buf, len, NULL, 0, mbedtls_ctr_drbg_random, drbg);
+}
+
+static int pk_check_pair(const mbedtls_pk_context *pub, const mbedtls_pk_context *prv,
+                         mbedtls_ctr_drbg_context *drbg)
+{
+    return mbedtls_pk_check_pair(pub, prv, mbedtls_ctr_drbg_random, drbg);
+}
+
+/* 3.x needs PSA crypto initialised before X.509 and TLS 1.3 use its hashes and keys;
+ * psa_crypto_init() is idempotent and thread-safe with MBEDTLS_THREADING_C. */
+static int crypto_init(void)
+{
+#if defined(MBEDTLS_PSA_CRYPTO_C)
+    return psa_crypto_init() == PSA_SUCCESS ? 0 : -1;
 #else
-#define PK_PARSE_KEY(pk, buf, len, drbg) ((void)(drbg), mbedtls_pk_parse_key((pk), (buf), (len), NULL, 0))
-#define PK_CHECK_PAIR(pub, prv, drbg)    ((void)(drbg), mbedtls_pk_check_pair((pub), (prv)))
+    return 0;
+#endif
+}
+
+#else /* mbedTLS 2.x */
 #if defined(MBEDTLS_SHA1_C)
 #define HAVE_KEY_IDENTIFIERS 1
 #endif
-#endif
 
-#if defined(MBEDTLS_PSA_CRYPTO_C) && MBEDTLS_VERSION_NUMBER >= 0x03000000
-#include <psa/crypto.h>
+static int pk_parse(mbedtls_pk_context *pk, const unsigned char *buf, size_t len,
+                    mbedtls_ctr_drbg_context *drbg)
+{
+    (void)drbg;
+    return mbedtls_pk_parse_key(pk, buf, len, NULL, 0);
+}
+
+static int pk_check_pair(const mbedtls_pk_context *pub, const mbedtls_pk_context *prv,
+                         mbedtls_ctr_drbg_context *drbg)
+{
+    (void)drbg;
+    return mbedtls_pk_check_pair(pub, prv);
+}
+
+static int crypto_init(void)
+{
+    return 0;
+}
 #endif
 
 /* The serial is 16 random bytes, positive and without a leading zero byte, so it is the
@@ -66,21 +103,10 @@ static int set_serial(mbedtls_x509write_cert *crt, const unsigned char serial[16
 #endif
 }
 
-/* 3.x needs PSA crypto initialised before its hash and key code is used by X.509 and TLS
- * 1.3; psa_crypto_init() is idempotent and thread-safe with MBEDTLS_THREADING_C. */
-static int crypto_init(void)
-{
-#if defined(MBEDTLS_PSA_CRYPTO_C) && MBEDTLS_VERSION_NUMBER >= 0x03000000
-    return psa_crypto_init() == PSA_SUCCESS ? 0 : -1;
-#else
-    return 0;
-#endif
-}
-
 /* ---- constants -------------------------------------------------------------------------- */
 
-#define CA_DAYS     3652 /* ten years, leap days included */
-#define SERVER_DAYS 397  /* what browsers accept at most; short enough to re-issue routinely */
+#define CA_DAYS          3652 /* ten years, leap days included */
+#define SERVER_DAYS      397  /* what browsers accept at most; short enough to re-issue routinely */
 /* Devices may run a little behind (gateways offline for days, clocks set by hand), so a new
  * certificate is valid from an hour before it was made. */
 #define BACKDATE_SECONDS 3600
@@ -91,7 +117,7 @@ static int crypto_init(void)
 #define KEY_CAP  1024 /* a P-256 key in PEM is ~230 bytes */
 /* The subjectAltName value: each DNS name with a 3-byte header, each IP with 2, and the
  * SEQUENCE header. */
-#define SAN_CAP ((MW_TLSCA_NAMES_MAX + 2u) * (MW_TLSCA_NAME_MAX + 3u) + 8u)
+#define SAN_CAP  ((MW_TLSCA_NAMES_MAX + 2u) * (MW_TLSCA_NAME_MAX + 3u) + 8u)
 
 static const char PERSONALIZATION[] = "midway-tlsca";
 
@@ -171,8 +197,8 @@ static enum mw_err add_name(struct nameset *ns, const char *name, struct mw_erro
         return MW_OK;
     }
     if (!valid_dns_name(name))
-        return mw_fail(err, MW_EINVAL, "certificate name \"%.64s\" is neither a DNS name nor an IP address",
-                       name);
+        return mw_fail(err, MW_EINVAL,
+                       "certificate name \"%.64s\" is neither a DNS name nor an IP address", name);
     add_dns(ns, name);
     return MW_OK;
 }
@@ -284,7 +310,8 @@ static bool after_x509_time(time_t t, const mbedtls_x509_time *x)
     struct tm tm;
     if (!gmtime_r(&t, &tm))
         return true;
-    const int a[6] = {tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec};
+    const int a[6] = {tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                      tm.tm_hour,        tm.tm_min,     tm.tm_sec};
     const int b[6] = {x->year, x->mon, x->day, x->hour, x->min, x->sec};
     for (size_t i = 0; i < 6; i++) {
         if (a[i] != b[i])
@@ -322,9 +349,9 @@ static void rng_init(struct rng *r)
 
 static enum mw_err rng_seed(struct rng *r, struct mw_error *err)
 {
-    int ret = mbedtls_ctr_drbg_seed(&r->drbg, mbedtls_entropy_func, &r->entropy,
-                                    (const unsigned char *)PERSONALIZATION,
-                                    sizeof(PERSONALIZATION) - 1);
+    int ret =
+        mbedtls_ctr_drbg_seed(&r->drbg, mbedtls_entropy_func, &r->entropy,
+                              (const unsigned char *)PERSONALIZATION, sizeof(PERSONALIZATION) - 1);
     if (ret != 0)
         return tls_fail(err, MW_EIO, ret, "seed random generator");
     return MW_OK;
@@ -353,9 +380,10 @@ static enum mw_err read_small_file(const char *path, unsigned char **data_out, s
 {
     enum mw_err rc = MW_OK;
     unsigned char *data = NULL;
+    size_t size = 0;
     *data_out = NULL;
     *len_out = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT) {
             *state = FILE_MISSING;
@@ -377,7 +405,7 @@ static enum mw_err read_small_file(const char *path, unsigned char **data_out, s
         close(fd);
         return MW_OK;
     }
-    size_t size = (size_t)st.st_size;
+    size = (size_t)st.st_size;
     data = mw_malloc(size + 1);
     if (!data) {
         rc = mw_fail(err, MW_ENOMEM, "read %s", path);
@@ -532,7 +560,7 @@ static enum mw_err load_key(const char *dir, const char *name, mbedtls_pk_contex
     rc = read_small_file(path, &data, &len, state, err);
     if (rc != MW_OK || *state != FILE_OK)
         return rc;
-    if (PK_PARSE_KEY(pk, data, len, &r->drbg) != 0)
+    if (pk_parse(pk, data, len, &r->drbg) != 0)
         *state = FILE_BAD;
     free_secret(data, len);
     return MW_OK;
@@ -599,8 +627,8 @@ static int set_san(mbedtls_x509write_cert *crt, const struct nameset *ns)
         len += (size_t)r;
     }
     for (size_t i = ns->n_dns; i-- > 0;) {
-        r = put_general_name(&p, buf, MBEDTLS_X509_SAN_DNS_NAME,
-                             (const unsigned char *)ns->dns[i], strlen(ns->dns[i]));
+        r = put_general_name(&p, buf, MBEDTLS_X509_SAN_DNS_NAME, (const unsigned char *)ns->dns[i],
+                             strlen(ns->dns[i]));
         if (r < 0)
             return r;
         len += (size_t)r;
@@ -615,8 +643,8 @@ static int set_san(mbedtls_x509write_cert *crt, const struct nameset *ns)
     len += (size_t)r;
     /* Not critical: the subject also carries a CN (RFC 5280 4.2.1.6). */
     return mbedtls_x509write_crt_set_extension(crt, MBEDTLS_OID_SUBJECT_ALT_NAME,
-                                               MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME), 0,
-                                               p, len);
+                                               MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME), 0, p,
+                                               len);
 }
 
 /* extendedKeyUsage = serverAuth, by hand as well: the writer arrived in 3.x only. */
@@ -760,7 +788,7 @@ static bool server_usable(mbedtls_x509_crt *crt, mbedtls_pk_context *key, mbedtl
                           const struct nameset *ns, struct rng *r)
 {
     uint32_t flags = 0;
-    if (PK_CHECK_PAIR(&crt->pk, key, &r->drbg) != 0)
+    if (pk_check_pair(&crt->pk, key, &r->drbg) != 0)
         return false;
     if (mbedtls_x509_crt_verify(crt, ca, NULL, NULL, &flags, NULL, NULL) != 0 || flags != 0)
         return false;
@@ -837,7 +865,7 @@ static enum mw_err run(const char *dir, const char *const *names, enum mode mode
     if (rc != MW_OK)
         goto fail;
     bool ca_ok = ca_state == FILE_OK && ca_crt_usable(&ca) && ca_key_state != FILE_BAD;
-    if (ca_ok && ca_key_state == FILE_OK && PK_CHECK_PAIR(&ca.pk, &ca_key, &r.drbg) != 0)
+    if (ca_ok && ca_key_state == FILE_OK && pk_check_pair(&ca.pk, &ca_key, &r.drbg) != 0)
         ca_ok = false;
 
     if (mode == MODE_REISSUE && !ca_ok) {
@@ -867,8 +895,13 @@ static enum mw_err run(const char *dir, const char *const *names, enum mode mode
         if (rc != MW_OK)
             goto fail;
         const struct crt_spec spec = {
-            .subject = subject, .issuer = subject, .subject_key = &ca_key,
-            .issuer_key = &ca_key, .days = CA_DAYS, .is_ca = true, .names = NULL,
+            .subject = subject,
+            .issuer = subject,
+            .subject_key = &ca_key,
+            .issuer_key = &ca_key,
+            .days = CA_DAYS,
+            .is_ca = true,
+            .names = NULL,
         };
         rc = write_crt(dir, "ca.pem", &spec, &r, err);
         if (rc == MW_OK)
@@ -927,12 +960,31 @@ static enum mw_err run(const char *dir, const char *const *names, enum mode mode
         cn = ns->dns[0];
     snprintf(subject, sizeof(subject), "CN=%.64s,O=Midway", cn);
     const struct crt_spec spec = {
-        .subject = subject, .issuer = issuer, .subject_key = &server_key,
-        .issuer_key = &ca_key, .days = SERVER_DAYS, .is_ca = false, .names = ns,
+        .subject = subject,
+        .issuer = issuer,
+        .subject_key = &server_key,
+        .issuer_key = &ca_key,
+        .days = SERVER_DAYS,
+        .is_ca = false,
+        .names = ns,
     };
     rc = write_crt(dir, "server.pem", &spec, &r, err);
     if (rc != MW_OK)
         goto fail;
+    /* Read back what devices will get: the issuer name went through text and back, and a
+     * certificate that does not chain to ca.pem must fail here, not in every handshake. */
+    mbedtls_x509_crt_free(&server);
+    mbedtls_x509_crt_init(&server);
+    rc = load_crt(dir, "server.pem", &server, &server_state, err);
+    if (rc != MW_OK)
+        goto fail;
+    uint32_t flags = 0;
+    if (server_state != FILE_OK ||
+        mbedtls_x509_crt_verify(&server, &ca, NULL, NULL, &flags, NULL, NULL) != 0) {
+        rc = mw_fail(err, MW_EIO, "the new %s/server.pem does not verify against ca.pem (0x%x)",
+                     dir, (unsigned)flags);
+        goto fail;
+    }
     if (outcome == MW_TLSCA_KEPT)
         outcome = MW_TLSCA_SERVER_ISSUED;
 

@@ -203,7 +203,7 @@ static size_t count_entries(const char *dir)
 static void ensure_ok(const struct fx *f, const char *const *names, enum mw_tlsca_outcome want)
 {
     struct mw_error err = {0};
-    enum mw_tlsca_outcome got = (enum mw_tlsca_outcome)-1;
+    enum mw_tlsca_outcome got = (enum mw_tlsca_outcome) - 1;
     enum mw_err rc = mw_tlsca_ensure_ex(f->tls, names, &got, &err);
     if (rc != MW_OK)
         fail_msg("ensure: %s", err.msg);
@@ -259,7 +259,8 @@ static void test_tlsca_server_cert_verifies_with_ca(void **state)
     {
         /* 3.6 matches IP addresses itself, as a client connecting to 127.0.0.1 would. */
         uint32_t flags = 0;
-        assert_int_equal(mbedtls_x509_crt_verify(&server, &ca, NULL, "127.0.0.1", &flags, NULL, NULL), 0);
+        assert_int_equal(
+            mbedtls_x509_crt_verify(&server, &ca, NULL, "127.0.0.1", &flags, NULL, NULL), 0);
     }
 #endif
     /* ECDSA P-256 with SHA-256. */
@@ -271,14 +272,18 @@ static void test_tlsca_server_cert_verifies_with_ca(void **state)
                         MBEDTLS_OID_SIZE(MBEDTLS_OID_ECDSA_SHA256));
     /* Usages: the CA signs certificates, the server certificate only serves TLS. */
     assert_int_equal(mbedtls_x509_crt_check_key_usage(&ca, MBEDTLS_X509_KU_KEY_CERT_SIGN), 0);
-    assert_int_equal(mbedtls_x509_crt_check_key_usage(&server, MBEDTLS_X509_KU_DIGITAL_SIGNATURE), 0);
-    assert_int_not_equal(mbedtls_x509_crt_check_key_usage(&server, MBEDTLS_X509_KU_KEY_CERT_SIGN), 0);
-    assert_int_equal(mbedtls_x509_crt_check_extended_key_usage(
-                         &server, MBEDTLS_OID_SERVER_AUTH, MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)),
+    assert_int_equal(mbedtls_x509_crt_check_key_usage(&server, MBEDTLS_X509_KU_DIGITAL_SIGNATURE),
                      0);
-    assert_int_not_equal(mbedtls_x509_crt_check_extended_key_usage(
-                             &server, MBEDTLS_OID_CLIENT_AUTH, MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)),
+    assert_int_not_equal(mbedtls_x509_crt_check_key_usage(&server, MBEDTLS_X509_KU_KEY_CERT_SIGN),
                          0);
+    assert_int_equal(
+        mbedtls_x509_crt_check_extended_key_usage(&server, MBEDTLS_OID_SERVER_AUTH,
+                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)),
+        0);
+    assert_int_not_equal(
+        mbedtls_x509_crt_check_extended_key_usage(&server, MBEDTLS_OID_CLIENT_AUTH,
+                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)),
+        0);
     /* Lifetimes: 397 days for the server, ten years for the CA. */
     long server_days = days_left(&server);
     assert_in_range(server_days, 396, 397);
@@ -330,9 +335,10 @@ static void test_tlsca_openssl_accepts_files(void **state)
              "openssl verify -CAfile '%s/ca.pem' -verify_hostname localhost '%s/server.pem' 2>&1",
              f->tls, f->tls);
     assert_int_equal(run(cmd, NULL), 0);
-    snprintf(cmd, sizeof(cmd),
-             "openssl verify -CAfile '%s/ca.pem' -verify_ip 10.9.8.7 '%s/server.pem' >/dev/null 2>&1",
-             f->tls, f->tls);
+    snprintf(
+        cmd, sizeof(cmd),
+        "openssl verify -CAfile '%s/ca.pem' -verify_ip 10.9.8.7 '%s/server.pem' >/dev/null 2>&1",
+        f->tls, f->tls);
     assert_int_not_equal(run(cmd, NULL), 0);
 }
 
@@ -519,7 +525,7 @@ static void test_tlsca_expiring_server_cert_is_renewed(void **state)
         snprintf(cmd, sizeof(cmd),
                  "cd '%s' && openssl req -new -key server.key -subj /CN=localhost -out '%s/csr' "
                  "&& openssl x509 -req -in '%s/csr' -CA ca.pem -CAkey ca.key -set_serial 4660 "
-                 "-sha256 -days %d -extfile '%s' -out server.pem",
+                 "-sha256 -days %d -extfile '%s' -out server.pem 2>&1",
                  f->tls, f->dir, f->dir, days[i], ext);
         char *out = NULL;
         int status = run(cmd, &out);
@@ -542,8 +548,8 @@ static void test_tlsca_rejects_bad_names(void **state)
     struct fx *f = *state;
     struct mw_error err = {0};
     static const char *const bad[][2] = {
-        {"bad name", NULL}, {"-leading.example", NULL}, {"trailing-.example", NULL},
-        {"a..b", NULL},     {"", NULL},                 {"x,O=evil", NULL},
+        {"bad name", NULL}, {"-leading.example", NULL}, {"trailing-.example", NULL}, {"a..b", NULL},
+        {"", NULL},         {"x,O=evil", NULL},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         mw_error_clear(&err);
@@ -624,13 +630,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tlsca_openssl_accepts_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tlsca_second_ensure_keeps_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tlsca_corrupt_server_pem_is_reissued, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tlsca_mismatched_server_key_is_reissued, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tlsca_name_change_reissues_server_cert, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tlsca_mismatched_server_key_is_reissued, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tlsca_name_change_reissues_server_cert, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_tlsca_reissue_keeps_ca, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tlsca_offline_ca_key, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tlsca_corrupt_ca_recreates_everything, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tlsca_corrupt_ca_recreates_everything, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_tlsca_key_mode_is_tightened, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tlsca_expiring_server_cert_is_renewed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tlsca_expiring_server_cert_is_renewed, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_tlsca_rejects_bad_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tlsca_unreadable_file_is_an_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tlsca_allocation_failures, setup, teardown),
