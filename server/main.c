@@ -336,8 +336,12 @@ static int cmd_serve(int argc, char **argv)
         if (outcome != MW_TLSCA_KEPT)
             MW_LOG(MW_LOG_INFO, NULL, "TLS: %s in %s (devices verify with %s/ca.pem)",
                    mw_tlsca_outcome_name(outcome), tls_dir, tls_dir);
-        snprintf(cert, sizeof cert, "%s/server.pem", tls_dir);
-        snprintf(key, sizeof key, "%s/server.key", tls_dir);
+        int nc = snprintf(cert, sizeof cert, "%s/server.pem", tls_dir);
+        int nk = snprintf(key, sizeof key, "%s/server.key", tls_dir);
+        if (nc < 0 || (size_t)nc >= sizeof cert || nk < 0 || (size_t)nk >= sizeof key) {
+            MW_LOG(MW_LOG_ERROR, NULL, "data directory path too long");
+            goto out;
+        }
     }
 
     /* Database: the local default, or an existing one. */
