@@ -68,8 +68,7 @@ struct command {
 static const char *const common_help =
     "\n"
     "Database (one of):\n"
-    "  --data DIR           the local database under DIR (default " MW_ADMIN_DEFAULT_DATA_DIR
-    ");\n"
+    "  --data DIR           the local database under DIR (default " MW_ADMIN_DEFAULT_DATA_DIR ");\n"
     "                       started if it is not running, stopped again afterwards only if\n"
     "                       this command started it (safe while 'serve' runs on DIR)\n"
     "  --db-owner CONNINFO  an existing database, connecting as its owner role\n"
@@ -504,7 +503,12 @@ const char *mw_admin_printable(const char *s, char *out, size_t size)
         out[o++] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
     }
     out[o] = '\0';
-    if (s && s[i] && size >= 4)
-        memcpy(out + size - 4, "...", 4);
+    if (s && s[i] && size >= 4) {
+        /* Cut before a character that the "..." would split, so the text stays UTF-8. */
+        size_t cut = size - 4;
+        while (cut > 0 && ((unsigned char)out[cut] & 0xC0) == 0x80)
+            cut--;
+        memcpy(out + cut, "...", 4);
+    }
     return out;
 }

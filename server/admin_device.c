@@ -29,8 +29,9 @@ int mw_admin_device_add(const struct mw_admin_cmd *c)
         return mw_admin_usage(c, "--name is required (see --help)");
     if (!mw_admin_text_ok(c->name, 1, DEVICE_NAME_MAX_BYTES, false) ||
         mw_admin_chars(c->name) > DEVICE_NAME_MAX_CHARS)
-        return mw_admin_usage(c, "--name must be 1..%u characters of UTF-8 text without control "
-                                 "characters",
+        return mw_admin_usage(c,
+                              "--name must be 1..%u characters of UTF-8 text without control "
+                              "characters",
                               DEVICE_NAME_MAX_CHARS);
     if (!c->kind)
         return mw_admin_usage(c, "--kind is required: scanner or gateway");
@@ -84,8 +85,9 @@ int mw_admin_device_add(const struct mw_admin_cmd *c)
         rc = mw_admin_print_json(c, out);
         out = NULL;
         if (rc != MW_ADMIN_EXIT_OK)
-            rc = mw_admin_failed(c, "device '%s' was registered but its token could not be "
-                                    "shown: revoke it and add it again",
+            rc = mw_admin_failed(c,
+                                 "device '%s' was registered but its token could not be "
+                                 "shown: revoke it and add it again",
                                  id);
     } else {
         char shown[80];
@@ -107,6 +109,12 @@ done:
     return rc;
 }
 
+static const char *const LIST_SQL = "SELECT device_id, name, kind,"
+                                    "       floor(extract(epoch FROM created_at) * 1000)::int8,"
+                                    "       floor(extract(epoch FROM last_seen_at) * 1000)::int8,"
+                                    "       floor(extract(epoch FROM revoked_at) * 1000)::int8"
+                                    "  FROM device ORDER BY created_at, device_id";
+
 int mw_admin_device_list(const struct mw_admin_cmd *c)
 {
     struct mw_admin_db db = {0};
@@ -116,11 +124,7 @@ int mw_admin_device_list(const struct mw_admin_cmd *c)
     int rc = mw_admin_connect(c, &db);
     if (rc != MW_ADMIN_EXIT_OK)
         return rc;
-    res = mw_admin_query(db.conn,
-                         "SELECT device_id, name, kind, " MS("created_at") ", " MS(
-                             "last_seen_at") ", " MS("revoked_at") " FROM device"
-                                                                   " ORDER BY created_at, device_id",
-                         0, NULL, &bad);
+    res = mw_admin_query(db.conn, LIST_SQL, 0, NULL, &bad);
     if (!res) {
         rc = mw_admin_db_failed(c, db.conn, bad, "list devices");
         goto done;
@@ -207,9 +211,9 @@ int mw_admin_device_revoke(const struct mw_admin_cmd *c)
     }
     if (PQntuples(res) == 0) {
         PQclear(res);
-        res = mw_admin_query(db.conn,
-                             "SELECT " MS("revoked_at") " FROM device WHERE device_id = $1", 1,
-                             params, &bad);
+        res =
+            mw_admin_query(db.conn, "SELECT " MS("revoked_at") " FROM device WHERE device_id = $1",
+                           1, params, &bad);
         if (!res) {
             rc = mw_admin_db_failed(c, db.conn, bad, "revoke device");
             goto done;

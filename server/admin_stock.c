@@ -22,8 +22,9 @@ int mw_admin_stock_location_add(const struct mw_admin_cmd *c)
     if (!c->name)
         return mw_admin_usage(c, "--name is required (see --help)");
     if (!mw_admin_text_ok(c->name, 1, MW_LOCATION_NAME_MAX, false))
-        return mw_admin_usage(c, "--name must be 1..%u bytes of UTF-8 text without control "
-                                 "characters",
+        return mw_admin_usage(c,
+                              "--name must be 1..%u bytes of UTF-8 text without control "
+                              "characters",
                               MW_LOCATION_NAME_MAX);
     /* An empty --address means "none", stored as NULL like an absent one. */
     const char *address = c->address && c->address[0] ? c->address : NULL;
@@ -97,20 +98,21 @@ int mw_admin_stock_item_add(const struct mw_admin_cmd *c)
     if (!c->sku)
         return mw_admin_usage(c, "--sku is required (see --help)");
     if (!sku_ok(c->sku))
-        return mw_admin_usage(c, "--sku must be 1..%u bytes of UTF-8 text without control "
-                                 "characters or surrounding spaces",
+        return mw_admin_usage(c,
+                              "--sku must be 1..%u bytes of UTF-8 text without control "
+                              "characters or surrounding spaces",
                               MW_SKU_MAX);
     if (!c->name)
         return mw_admin_usage(c, "--name is required (see --help)");
     if (!mw_admin_text_ok(c->name, 1, MW_ITEM_NAME_MAX, false))
-        return mw_admin_usage(c, "--name must be 1..%u bytes of UTF-8 text without control "
-                                 "characters",
+        return mw_admin_usage(c,
+                              "--name must be 1..%u bytes of UTF-8 text without control "
+                              "characters",
                               MW_ITEM_NAME_MAX);
     if (!c->location)
         return mw_admin_usage(c, "--location is required (see --help)");
     if (!mw_admin_parse_int(c->location, 1, PG_INT_MAX, &location_id))
-        return mw_admin_usage(c, "--location must be a location id: an integer 1..%d",
-                              PG_INT_MAX);
+        return mw_admin_usage(c, "--location must be a location id: an integer 1..%d", PG_INT_MAX);
     if (!c->quantity)
         return mw_admin_usage(c, "--quantity is required (see --help)");
     if (!mw_admin_parse_int(c->quantity, 0, PG_INT_MAX, &quantity))
@@ -134,8 +136,8 @@ int mw_admin_stock_item_add(const struct mw_admin_cmd *c)
     snprintf(lid_text, sizeof lid_text, "%" PRId64, location_id);
     const char *lparams[1] = {lid_text};
     res = mw_admin_query(db.conn,
-                         "SELECT is_active FROM locations WHERE location_id = $1::int FOR SHARE",
-                         1, lparams, &bad);
+                         "SELECT is_active FROM locations WHERE location_id = $1::int FOR SHARE", 1,
+                         lparams, &bad);
     if (!res) {
         rc = mw_admin_db_failed(c, db.conn, bad, "look up location");
         goto done;

@@ -10,12 +10,12 @@
 #include <unistd.h>
 
 /* Users.email VARCHAR(255); addresses are ASCII here, so bytes are characters. */
-#define EMAIL_MAX 255u
+#define EMAIL_MAX       255u
 /* RFC 5321 4.5.3.1: local part at most 64 octets, a domain label at most 63. */
 #define EMAIL_LOCAL_MAX 64u
 #define EMAIL_LABEL_MAX 63u
 /* Roles.role_name VARCHAR(50). */
-#define ROLE_NAME_MAX 50u
+#define ROLE_NAME_MAX   50u
 
 /* New usernames: ASCII letters, digits and . _ @ -, starting with a letter or digit, so a
  * name reads the same on every scanner screen and in every log line, and "ana" and "ana "
@@ -27,7 +27,8 @@ static bool username_ok(const char *s)
         return false;
     for (size_t i = 0; i < n; i++) {
         char ch = s[i];
-        bool alnum = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+        bool alnum =
+            (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
         if (!alnum && (i == 0 || (ch != '.' && ch != '_' && ch != '@' && ch != '-')))
             return false;
     }
@@ -174,14 +175,16 @@ int mw_admin_user_add(const struct mw_admin_cmd *c)
     if (!c->username)
         return mw_admin_usage(c, "--username is required (see --help)");
     if (!username_ok(c->username))
-        return mw_admin_usage(c, "--username must be 1..%u of A-Z, a-z, 0-9, '.', '_', '@' and "
-                                 "'-', starting with a letter or digit",
+        return mw_admin_usage(c,
+                              "--username must be 1..%u of A-Z, a-z, 0-9, '.', '_', '@' and "
+                              "'-', starting with a letter or digit",
                               MW_USERNAME_MAX);
     if (!c->email)
         return mw_admin_usage(c, "--email is required (see --help)");
     if (!email_ok(c->email))
-        return mw_admin_usage(c, "--email must look like name@example.com (ASCII, at most %u "
-                                 "bytes)",
+        return mw_admin_usage(c,
+                              "--email must look like name@example.com (ASCII, at most %u "
+                              "bytes)",
                               EMAIL_MAX);
     rc = check_role_ref(c);
     if (rc != MW_ADMIN_EXIT_OK)
@@ -197,8 +200,9 @@ int mw_admin_user_add(const struct mw_admin_cmd *c)
         fputc('\n', stderr); /* the Enter the terminal did not echo */
     if (prc != MW_OK)
         return prc == MW_EIO ? mw_admin_failed(c, "%s", err.msg)
-                             : mw_admin_usage(c, "%s (the password is the first line of "
-                                                 "standard input)",
+                             : mw_admin_usage(c,
+                                              "%s (the password is the first line of "
+                                              "standard input)",
                                               err.msg);
 
     rc = mw_admin_connect(c, &db);
@@ -209,7 +213,8 @@ int mw_admin_user_add(const struct mw_admin_cmd *c)
         goto done;
 
     struct mw_uuid uid;
-    if (mw_uuid_v7(&uid, &err) != MW_OK || mw_password_hash(password, password_len, hash, &err) != MW_OK) {
+    if (mw_uuid_v7(&uid, &err) != MW_OK ||
+        mw_password_hash(password, password_len, hash, &err) != MW_OK) {
         rc = mw_admin_failed(c, "%s", err.msg);
         goto done;
     }

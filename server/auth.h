@@ -33,8 +33,7 @@
  * Errors: MW_EAUTH (MW_AUTH_REJECTED_MSG) for a missing header, another scheme or a token of
  * the wrong shape; token_out is then "". */
 MW_NODISCARD enum mw_err mw_auth_parse_bearer(const char *value, size_t len,
-                                              char token_out[MW_TOKEN_SIZE],
-                                              struct mw_error *err);
+                                              char token_out[MW_TOKEN_SIZE], struct mw_error *err);
 
 /* Authenticates bearer_token (the token alone, NUL-terminated; NULL or "" count as missing)
  * on conn, which may be inside a transaction of the caller's or not. On success the

@@ -120,7 +120,7 @@ static enum mw_http_result fail_with(struct mw_http_parser *p, int status, const
 
 static enum mw_http_result bad_request(struct mw_http_parser *p, const char *msg)
 {
-    return fail_with(p, 400, "bad_request", msg);
+    return fail_with(p, 400, "malformed", msg);
 }
 
 static enum mw_http_result no_memory(struct mw_http_parser *p)
@@ -476,7 +476,7 @@ static enum mw_http_result finish_head(struct mw_http_parser *p)
     if (req->method == MW_HTTP_POST && !req->has_content_length)
         return fail_with(p, 411, "length_required", "Content-Length required");
     if (req->content_length > p->body_max)
-        return fail_with(p, 413, "body_too_large", "request body too large");
+        return fail_with(p, 413, "too_large", "request body too large");
     /* RFC 9110 section 10.1.1: an HTTP/1.0 client cannot expect 100, so ignore it there. */
     if (req->version_minor == 1 && p->expect_other)
         return fail_with(p, 417, "expectation_failed", "only Expect: 100-continue");

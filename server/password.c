@@ -35,9 +35,11 @@ enum mw_err mw_password_read(int fd, char buf[MW_PASSWORD_MAX + 1], size_t *len_
             rc = mw_fail(err, MW_EIO, "read password: %s", strerror(errno));
             goto fail;
         }
-        if (r == 0 || c == '\n')
+        if (r == 0)
             break;
         any = true;
+        if (c == '\n')
+            break;
         if (c == '\0') {
             rc = mw_fail(err, MW_EMALFORMED, "password contains a NUL byte");
             goto fail;

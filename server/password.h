@@ -6,8 +6,9 @@
  * memory is available"; the first, 2 GiB, is too much for a server that also applies
  * batches) and well above OWASP's floor (19 MiB, t=2). p=1 because the hashing runs on
  * one core of a 2-core box while the other keeps serving; more lanes would cut latency only
- * by taking the other core. Measured ~0.15 s per hash on one x86-64 core: invisible for
- * `user add`, and ~10^6 times the cost of a SHA-256 guess for anyone holding a stolen hash.
+ * by taking the other core. Measured 0.23 s per hash on one x86-64 core (libargon2 20171227):
+ * unnoticeable for `user add`, and about a million times the cost of a SHA-256 guess for
+ * anyone holding a stolen hash, with 64 MiB per guess in the way of GPU farms.
  * The parameters live in the PHC string, so raising them later leaves old hashes verifiable.
  *
  * Passwords are people's secrets with little entropy, unlike device tokens (token.h): the

@@ -58,7 +58,9 @@
 #include "uuid.h"
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Transactions one push may take: the first and up to four retries after a serialization
  * failure, a deadlock or a unique-key race. A fifth failure in a row means contention the
@@ -129,6 +131,7 @@ struct mw_reconcile_arr {
     struct mw_buf b;
     size_t n;       /* elements so far */
     enum mw_err rc; /* first failure; further appends do nothing */
+    bool closed;    /* the text ends in the closing '}' (handed out) */
 };
 
 /* Starts an empty array literal whose text may grow to limit bytes. Allocates nothing yet. */

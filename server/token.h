@@ -62,8 +62,8 @@ bool mw_token_well_formed(const char *token, size_t len);
 /* SHA-256 of token[0..len) (the whole text, prefix included) as lower-case hex into out.
  * Errors: MW_EIO if mbedTLS reports a failure (only with hardware accelerator builds);
  * out is then "". */
-MW_NODISCARD enum mw_err mw_token_hash(const char *token, size_t len,
-                                       char out[MW_TOKEN_HASH_SIZE], struct mw_error *err);
+MW_NODISCARD enum mw_err mw_token_hash(const char *token, size_t len, char out[MW_TOKEN_HASH_SIZE],
+                                       struct mw_error *err);
 
 /* Whether two hex hashes are equal, in time that depends only on MW_TOKEN_HASH_LEN: both
  * are read in full whatever the first difference. NULL or a string of another length is

@@ -524,7 +524,7 @@ static void test_http_body_max_decided_before_body(void **state)
     mw_http_parser_init(&p, 0, 0);
     assert_int_equal(parse(&p, req, &used), MW_HTTP_ERROR);
     assert_int_equal(p.status, 413);
-    assert_string_equal(p.code, "body_too_large");
+    assert_string_equal(p.code, "too_large");
     assert_int_equal(used, strlen(req));
     assert_null(p.req.body.data); /* nothing was allocated for it */
     mw_http_parser_cleanup(&p);
