@@ -80,7 +80,8 @@ static const char *const common_help =
     "  --help               this text\n"
     "\n"
     "Exit: 0 done; 1 failed (database unreachable or refused, or the device or user it acts\n"
-    "on does not exist); 2 usage or bad input (nothing was written).\n";
+    "on does not exist); 2 usage or bad input, including a role or location that does not\n"
+    "exist and a username, email, SKU or device id already taken (nothing was written).\n";
 
 static const struct command commands[] = {
     {"device", "add", F_NAME | F_KIND | F_ID, 0, mw_admin_device_add,
@@ -162,7 +163,9 @@ static const struct command commands[] = {
 
 static void print_command_help(const struct command *cmd, FILE *out)
 {
-    fprintf(out, "usage: midway-server %s [--data DIR | --db-owner CONNINFO] [--json]\n\n%s%s",
+    fprintf(out,
+            "usage: midway-server %s\n"
+            "         [--data DIR | --db-owner CONNINFO] [--json]\n\n%s%s",
             cmd->synopsis, cmd->help, common_help);
 }
 

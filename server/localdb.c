@@ -7,8 +7,10 @@
 #include "migrate.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -119,7 +121,8 @@ enum mw_err mw_localdb_open(const char *data_dir, struct mw_localdb **out, struc
     db->pg_dir = join(data_dir, "pg");
     db->socket_dir = join(data_dir, "run");
     db->log_file = join(data_dir, "pg.log");
-    if (!db->pg_dir || !db->socket_dir || !db->log_file) {
+    db->serve_lock = join(data_dir, "serve.lock");
+    if (!db->pg_dir || !db->socket_dir || !db->log_file || !db->serve_lock) {
         mw_fail(err, MW_ENOMEM, "out of memory");
         goto fail;
     }
@@ -177,11 +180,23 @@ fail:
     return rc;
 }
 
+/* Whether a `serve` holds the data directory (its lock file is locked by another process). */
+static bool serve_running(const char *lock_path)
+{
+    int fd = open(lock_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    bool held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    close(fd);
+    return held;
+}
+
 void mw_localdb_close(struct mw_localdb *db, bool stop, struct mw_error *err)
 {
     if (!db)
         return;
-    if (stop && db->started_here) {
+    bool ours = db->serving || (db->started_here && !serve_running(db->serve_lock));
+    if (stop && ours) {
         struct mw_error local = {0};
         if (mw_pgcluster_stop(&db->cfg, "fast", err ? err : &local) != MW_OK && !err)
             MW_LOG(MW_LOG_WARN, NULL, "local database: stop: %s", local.msg);
@@ -189,6 +204,7 @@ void mw_localdb_close(struct mw_localdb *db, bool stop, struct mw_error *err)
     mw_free(db->pg_dir);
     mw_free(db->socket_dir);
     mw_free(db->log_file);
+    mw_free(db->serve_lock);
     mw_free(db->owner_conninfo);
     mw_free(db->runtime_conninfo);
     mw_free(db);

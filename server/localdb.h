@@ -30,6 +30,9 @@ struct mw_localdb {
     char *owner_conninfo;   /* migrations and admin commands */
     char *runtime_conninfo; /* the serving workers */
     bool started_here;      /* this process started the cluster (and stops it at close) */
+    bool serving;           /* set by `serve`, which owns the data directory: it stops the
+                               cluster at close even when an admin command started it */
+    char *serve_lock;       /* DIR/serve.lock: held while `serve` runs */
 };
 
 /* Makes sure the cluster under data_dir exists, runs (starting it if it does not),
@@ -40,7 +43,9 @@ struct mw_localdb {
 MW_NODISCARD enum mw_err mw_localdb_open(const char *data_dir, struct mw_localdb **out,
                                          struct mw_error *err);
 
-/* Stops the cluster if this process started it and stop is true, then frees db.
+/* Stops the cluster if stop is true and this process started it (or db->serving), then frees
+ * db. A command that started the cluster leaves it running when a `serve` has taken over the
+ * data directory meanwhile (it holds DIR/serve.lock).
  * NULL-safe. A failure to stop is written to err (may be NULL) but db is freed anyway. */
 void mw_localdb_close(struct mw_localdb *db, bool stop, struct mw_error *err);
 

@@ -351,6 +351,7 @@ static int cmd_serve(int argc, char **argv)
             MW_LOG(MW_LOG_ERROR, NULL, "local database in %s: %s", c.data, err.msg);
             goto out;
         }
+        local->serving = true; /* serve owns DATA: it stops the cluster at exit */
         runtime = local->runtime_conninfo;
     } else if (c.db_owner) {
         if (migrate_existing(c.db_owner, &err) != MW_OK) {

@@ -1,0 +1,1429 @@
+/* reconcile.c - set-based application of a push (see reconcile.h). */
+#include "reconcile.h"
+
+#include "db.h"
+#include "json.h"
+#include "mem.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* One column's literal. A push body is at most MW_PUSH_BODY_MAX bytes and escaping at most
+ * doubles a string, so no column of a valid push comes near this. */
+#define ARR_LIMIT (64u * 1024u * 1024u)
+/* The messages of one push: 5,000 results of at most a few hundred bytes each. */
+#define TEXT_LIMIT (32u * 1024u * 1024u)
+#define NONE       SIZE_MAX
+
+/* ---- array literals ---------------------------------------------------------------------- */
+
+void mw_reconcile_arr_init(struct mw_reconcile_arr *a, size_t limit)
+{
+    mw_buf_init(&a->b, limit);
+    a->n = 0;
+    a->rc = MW_OK;
+    a->closed = false;
+}
+
+void mw_reconcile_arr_reset(struct mw_reconcile_arr *a)
+{
+    mw_buf_reset(&a->b);
+    a->n = 0;
+    a->rc = MW_OK;
+    a->closed = false;
+}
+
+void mw_reconcile_arr_cleanup(struct mw_reconcile_arr *a)
+{
+    mw_buf_free(&a->b);
+    a->n = 0;
+    a->rc = MW_OK;
+    a->closed = false;
+}
+
+static void arr_put(struct mw_reconcile_arr *a, const void *p, size_t n)
+{
+    if (a->rc == MW_OK)
+        a->rc = mw_buf_append(&a->b, p, n);
+}
+
+/* Opens the next element: '{' before the first, ',' before the others. A literal handed out
+ * by mw_reconcile_arr_text() ends in its closing '}', which comes off again first. */
+static void arr_sep(struct mw_reconcile_arr *a)
+{
+    if (a->rc != MW_OK)
+        return;
+    if (a->closed) {
+        a->b.len--;
+        a->b.data[a->b.len] = '\0';
+        a->closed = false;
+    }
+    arr_put(a, a->n == 0 ? "{" : ",", 1);
+    a->n++;
+}
+
+void mw_reconcile_arr_str(struct mw_reconcile_arr *a, const char *s, size_t len)
+{
+    if (!s) {
+        mw_reconcile_arr_null(a);
+        return;
+    }
+    arr_sep(a);
+    arr_put(a, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '"' || s[i] == '\\') {
+            arr_put(a, s + run, i - run);
+            arr_put(a, "\\", 1);
+            run = i;
+        }
+    }
+    arr_put(a, s + run, len - run);
+    arr_put(a, "\"", 1);
+}
+
+void mw_reconcile_arr_cstr(struct mw_reconcile_arr *a, const char *s)
+{
+    mw_reconcile_arr_str(a, s, s ? strlen(s) : 0);
+}
+
+void mw_reconcile_arr_int(struct mw_reconcile_arr *a, int64_t v)
+{
+    char t[24];
+    int n = snprintf(t, sizeof t, "%" PRId64, v);
+    arr_sep(a);
+    arr_put(a, t, (size_t)n);
+}
+
+void mw_reconcile_arr_bool(struct mw_reconcile_arr *a, bool v)
+{
+    arr_sep(a);
+    arr_put(a, v ? "t" : "f", 1);
+}
+
+void mw_reconcile_arr_uuid(struct mw_reconcile_arr *a, const struct mw_uuid *u, bool nil_is_null)
+{
+    if (!u || (nil_is_null && mw_uuid_is_nil(u))) {
+        mw_reconcile_arr_null(a);
+        return;
+    }
+    char t[MW_UUID_STR_SIZE];
+    mw_uuid_format(u, t);
+    arr_sep(a);
+    arr_put(a, t, MW_UUID_STR_LEN);
+}
+
+void mw_reconcile_arr_null(struct mw_reconcile_arr *a)
+{
+    arr_sep(a);
+    arr_put(a, "NULL", 4);
+}
+
+const char *mw_reconcile_arr_text(struct mw_reconcile_arr *a, enum mw_err *rc_out)
+{
+    if (!a->closed) {
+        if (a->n == 0)
+            arr_put(a, "{", 1);
+        arr_put(a, "}", 1);
+        a->closed = a->rc == MW_OK;
+    }
+    *rc_out = a->rc;
+    return a->rc == MW_OK ? (const char *)a->b.data : NULL;
+}
+
+/* ---- the batch ------------------------------------------------------------------------- */
+
+enum { RO_OP, RO_TYPE, RO_STATUS, RO_CODE, RO_MSG, RO_USER, RO_CID, RO_AT, RO_N };
+enum { LG_RID, LG_KIND, LG_DELTA, LG_AFTER, LG_LOC, LG_OP, LG_AT, LG_USER, LG_CID, LG_N };
+enum { NI_RID, NI_NAME, NI_SKU, NI_DESC, NI_QTY, NI_LOC, NI_N };
+enum { UI_RID, UI_QTY, UI_LOC, UI_N };
+enum { IA_USER, IA_ACTION, IA_AT, IA_TID, IA_TTYPE, IA_META, IA_CID, IA_N };
+enum { AL_RID, AL_NEED, AL_OVERRIDE, AL_REASON, AL_AT, AL_USER, AL_N };
+enum { EV_SOURCE, EV_TYPE, EV_AT, EV_DETAILS, EV_CID, EV_USER, EV_N };
+#define COLS_MAX 9
+
+/* The rows one write statement inserts or updates, column by column. */
+struct table {
+    struct mw_reconcile_arr col[COLS_MAX];
+    int ncol;
+    size_t rows;
+};
+
+struct item {
+    const char *sku; /* borrowed from the push */
+    struct mw_uuid rid;
+    bool in_db;   /* found (and locked) when the batch started */
+    bool exists;  /* as the simulation goes */
+    bool created; /* inserted by this batch */
+    int64_t qty, qty0;
+    int32_t loc, loc0;
+    const char *name; /* of a created item, borrowed from its receive op */
+    const char *description;
+};
+
+struct user {
+    struct mw_uuid id;
+    bool found, active;
+    uint32_t perms; /* bit (1 << enum mw_op_type) per op type a role of the user may do */
+};
+
+struct loc {
+    int32_t id;
+    bool found, active;
+};
+
+/* A ledger row written so far in this batch: later count ops read them as the database
+ * would show them to a batch of one op. */
+struct move {
+    size_t item;
+    int64_t at_ms;
+    int64_t delta;
+    bool is_count;
+};
+
+struct batch {
+    PGconn *conn;
+    const char *device_id;
+    const struct mw_push *push;
+    const struct mw_uuid *request_cid;
+    struct mw_reconcile_ctx *ctx;
+    struct mw_reconcile_stats *stats;
+    char sqlstate[6]; /* of the last failed statement */
+
+    /* per op (push->n_ops) */
+    size_t *op_item, *op_user, *op_loc;
+    size_t *msg_off;        /* into ctx->text; NONE for no message */
+    bool *dup;              /* recorded before */
+    int64_t *count_sum;     /* count ops: later non-count deltas in the database */
+    bool *count_later;      /* count ops: a later count in the database */
+
+    struct item *items; /* distinct SKUs, sorted by strcmp */
+    size_t n_items;
+    struct user *users; /* distinct user ids, sorted */
+    size_t n_users;
+    struct loc *locs; /* distinct location ids, sorted */
+    size_t n_locs;
+    struct move *moves;
+    size_t n_moves;
+    size_t n_counts; /* count ops with a known item in the database */
+    struct mw_uuid acting_user;
+    bool one_user;
+
+    struct table ro, lg, ni, ui, ia, al, ev;
+    struct mw_reconcile_arr q1, q2, q3; /* read parameters */
+    struct mw_buf scratch;              /* event details */
+    size_t n_reject[MW_REJECT_OTHER + 1];
+};
+
+static void table_init(struct table *t, int ncol)
+{
+    t->ncol = ncol;
+    t->rows = 0;
+    for (int i = 0; i < COLS_MAX; i++)
+        mw_reconcile_arr_init(&t->col[i], ARR_LIMIT);
+}
+
+static void table_reset(struct table *t)
+{
+    t->rows = 0;
+    for (int i = 0; i < COLS_MAX; i++)
+        mw_reconcile_arr_reset(&t->col[i]);
+}
+
+static void table_cleanup(struct table *t)
+{
+    for (int i = 0; i < COLS_MAX; i++)
+        mw_reconcile_arr_cleanup(&t->col[i]);
+}
+
+static enum mw_err table_rc(const struct table *t)
+{
+    for (int i = 0; i < t->ncol; i++)
+        if (t->col[i].rc != MW_OK)
+            return t->col[i].rc;
+    return MW_OK;
+}
+
+static struct mw_reconcile_arr *col(struct table *t, int i)
+{
+    return &t->col[i];
+}
+
+/* ---- small helpers --------------------------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int cmp_item(const void *key, const void *elem)
+{
+    return strcmp((const char *)key, ((const struct item *)elem)->sku);
+}
+
+static int cmp_uuid(const void *a, const void *b)
+{
+    return memcmp(a, b, sizeof(struct mw_uuid));
+}
+
+static int cmp_user(const void *key, const void *elem)
+{
+    return memcmp(key, &((const struct user *)elem)->id, sizeof(struct mw_uuid));
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int cmp_loc(const void *key, const void *elem)
+{
+    int32_t x = *(const int32_t *)key, y = ((const struct loc *)elem)->id;
+    return (x > y) - (x < y);
+}
+
+static size_t find_item(const struct batch *b, const char *sku)
+{
+    const struct item *it = bsearch(sku, b->items, b->n_items, sizeof *it, cmp_item);
+    return it ? (size_t)(it - b->items) : NONE;
+}
+
+static size_t find_user(const struct batch *b, const struct mw_uuid *id)
+{
+    const struct user *u = bsearch(id, b->users, b->n_users, sizeof *u, cmp_user);
+    return u ? (size_t)(u - b->users) : NONE;
+}
+
+static size_t find_loc(const struct batch *b, int32_t id)
+{
+    const struct loc *l = bsearch(&id, b->locs, b->n_locs, sizeof *l, cmp_loc);
+    return l ? (size_t)(l - b->locs) : NONE;
+}
+
+/* The SKU an op names, when the decoder accepted it; NULL otherwise. */
+static const char *op_sku(const struct mw_op *op)
+{
+    if (op->reject != MW_REJECT_NONE)
+        return NULL;
+    switch (op->type) {
+    case MW_OP_INVENTORY_ADJUST:
+        return op->u.adjust.sku;
+    case MW_OP_INVENTORY_COUNT:
+        return op->u.count.sku;
+    case MW_OP_INVENTORY_RELOCATE:
+        return op->u.relocate.sku;
+    case MW_OP_INVENTORY_RECEIVE:
+        return op->u.receive.sku;
+    case MW_OP_ALLOCATION_RECORD:
+        return op->u.allocation.sku;
+    default:
+        return NULL;
+    }
+}
+
+static bool op_loc(const struct mw_op *op, int32_t *id)
+{
+    if (op->reject != MW_REJECT_NONE)
+        return false;
+    if (op->type == MW_OP_INVENTORY_RELOCATE) {
+        *id = op->u.relocate.to_location_id;
+        return true;
+    }
+    if (op->type == MW_OP_INVENTORY_RECEIVE) {
+        *id = op->u.receive.location_id;
+        return true;
+    }
+    return false;
+}
+
+static bool parse_i64(const char *s, int64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end != '\0' || errno != 0)
+        return false;
+    *out = (int64_t)v;
+    return true;
+}
+
+/* ---- statements -------------------------------------------------------------------------- */
+
+static void note_state(struct batch *b, const PGresult *res)
+{
+    const char *s = mw_db_sqlstate(res);
+    snprintf(b->sqlstate, sizeof b->sqlstate, "%s", s);
+}
+
+/* Runs one statement; NULL (and *err filled) unless its status is want. */
+static PGresult *run(struct batch *b, const char *sql, int n, const char *const *params,
+                     ExecStatusType want, const char *what, struct mw_error *err)
+{
+    b->stats->statements++;
+    PGresult *res = n ? PQexecParams(b->conn, sql, n, NULL, params, NULL, NULL, 0)
+                      : PQexec(b->conn, sql);
+    if (!res || PQresultStatus(res) != want) {
+        note_state(b, res);
+        mw_db_fail(err, b->conn, res, what);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+static enum mw_err run_cmd(struct batch *b, const char *sql, int n, const char *const *params,
+                           const char *what, struct mw_error *err)
+{
+    PGresult *res = run(b, sql, n, params, PGRES_COMMAND_OK, what, err);
+    if (!res)
+        return MW_EDB;
+    PQclear(res);
+    return MW_OK;
+}
+
+/* A parameter that is an array literal; MW_ENOMEM (or MW_ETOOBIG) when building it failed. */
+static enum mw_err lit(struct mw_reconcile_arr *a, const char **out, struct mw_error *err)
+{
+    enum mw_err rc;
+    *out = mw_reconcile_arr_text(a, &rc);
+    if (!*out)
+        return mw_fail(err, rc, "reconcile: building an array parameter");
+    return MW_OK;
+}
+
+/* ---- planning: the keys of the batch, independent of the database ----------------------- */
+
+static enum mw_err plan(struct batch *b, struct mw_error *err)
+{
+    const struct mw_push *p = b->push;
+    size_t n = p->n_ops;
+    const char **skus = NULL;
+    struct mw_uuid *uids = NULL;
+    int32_t *lids = NULL;
+    size_t ns = 0, nu = 0, nl = 0;
+    enum mw_err rc = MW_ENOMEM;
+
+    if (n) {
+        b->op_item = mw_calloc(n, sizeof *b->op_item);
+        b->op_user = mw_calloc(n, sizeof *b->op_user);
+        b->op_loc = mw_calloc(n, sizeof *b->op_loc);
+        b->msg_off = mw_calloc(n, sizeof *b->msg_off);
+        b->dup = mw_calloc(n, sizeof *b->dup);
+        b->count_sum = mw_calloc(n, sizeof *b->count_sum);
+        b->count_later = mw_calloc(n, sizeof *b->count_later);
+        b->moves = mw_calloc(n, sizeof *b->moves);
+        skus = mw_calloc(n, sizeof *skus);
+        uids = mw_calloc(n, sizeof *uids);
+        lids = mw_calloc(n, sizeof *lids);
+        if (!b->op_item || !b->op_user || !b->op_loc || !b->msg_off || !b->dup ||
+            !b->count_sum || !b->count_later || !b->moves || !skus || !uids || !lids)
+            goto fail;
+    }
+    b->one_user = true;
+    bool any_user = false;
+    for (size_t i = 0; i < n; i++) {
+        const struct mw_op *op = &p->ops[i];
+        const char *s = op_sku(op);
+        int32_t l;
+        if (s)
+            skus[ns++] = s;
+        if (op_loc(op, &l))
+            lids[nl++] = l;
+        if (op->reject == MW_REJECT_NONE) {
+            uids[nu++] = op->user_id;
+            if (any_user && cmp_uuid(&b->acting_user, &op->user_id) != 0)
+                b->one_user = false;
+            b->acting_user = op->user_id;
+            any_user = true;
+        }
+    }
+    if (!any_user)
+        b->one_user = false;
+
+    if (ns) {
+        qsort(skus, ns, sizeof *skus, cmp_str);
+        b->items = mw_calloc(ns, sizeof *b->items);
+        if (!b->items)
+            goto fail;
+        for (size_t i = 0; i < ns; i++)
+            if (i == 0 || strcmp(skus[i], skus[i - 1]) != 0)
+                b->items[b->n_items++].sku = skus[i];
+    }
+    if (nu) {
+        qsort(uids, nu, sizeof *uids, cmp_uuid);
+        b->users = mw_calloc(nu, sizeof *b->users);
+        if (!b->users)
+            goto fail;
+        for (size_t i = 0; i < nu; i++)
+            if (i == 0 || cmp_uuid(&uids[i], &uids[i - 1]) != 0)
+                b->users[b->n_users++].id = uids[i];
+    }
+    if (nl) {
+        qsort(lids, nl, sizeof *lids, cmp_i32);
+        b->locs = mw_calloc(nl, sizeof *b->locs);
+        if (!b->locs)
+            goto fail;
+        for (size_t i = 0; i < nl; i++)
+            if (i == 0 || lids[i] != lids[i - 1])
+                b->locs[b->n_locs++].id = lids[i];
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct mw_op *op = &p->ops[i];
+        const char *s = op_sku(op);
+        int32_t l;
+        b->op_item[i] = s ? find_item(b, s) : NONE;
+        b->op_user[i] = op->reject == MW_REJECT_NONE ? find_user(b, &op->user_id) : NONE;
+        b->op_loc[i] = op_loc(op, &l) ? find_loc(b, l) : NONE;
+    }
+    rc = MW_OK;
+fail:
+    mw_free(skus);
+    mw_free(uids);
+    mw_free(lids);
+    if (rc != MW_OK)
+        return mw_fail(err, rc, "reconcile: out of memory planning %zu ops", n);
+    return MW_OK;
+}
+
+/* Forgets everything an attempt learned from the database. */
+static void reset_attempt(struct batch *b)
+{
+    size_t n = b->push->n_ops;
+    for (size_t i = 0; i < n; i++) {
+        b->dup[i] = false;
+        b->count_sum[i] = 0;
+        b->count_later[i] = false;
+        b->msg_off[i] = NONE;
+    }
+    for (size_t i = 0; i < b->n_items; i++) {
+        struct item *it = &b->items[i];
+        const char *sku = it->sku;
+        memset(it, 0, sizeof *it);
+        it->sku = sku;
+    }
+    for (size_t i = 0; i < b->n_users; i++) {
+        b->users[i].found = b->users[i].active = false;
+        b->users[i].perms = 0;
+    }
+    for (size_t i = 0; i < b->n_locs; i++)
+        b->locs[i].found = b->locs[i].active = false;
+    b->n_moves = 0;
+    b->n_counts = 0;
+    table_reset(&b->ro);
+    table_reset(&b->lg);
+    table_reset(&b->ni);
+    table_reset(&b->ui);
+    table_reset(&b->ia);
+    table_reset(&b->al);
+    table_reset(&b->ev);
+    memset(b->n_reject, 0, sizeof b->n_reject);
+    mw_buf_reset(&b->ctx->text);
+    b->sqlstate[0] = '\0';
+}
+
+/* ---- reads ------------------------------------------------------------------------------- */
+
+static const char SQL_DEVICE[] =
+    "SELECT d.revoked_at IS NULL, set_config('midway.device_id', d.device_id, true),"
+    "       set_config('midway.user_id', $2, true)"
+    "  FROM device d WHERE d.device_id = $1 FOR NO KEY UPDATE OF d";
+
+static const char SQL_RECEIVED[] =
+    "SELECT op_id::text, status, error_code, error_message"
+    "  FROM received_op WHERE op_id = ANY($1::uuid[])";
+
+static const char SQL_USERS[] =
+    "SELECT u.user_id::text, u.is_active, rp.permission"
+    "  FROM users u"
+    "  LEFT JOIN userroles ur ON ur.user_id = u.user_id"
+    "  LEFT JOIN role_permission rp ON rp.role_id = ur.role_id"
+    " WHERE u.user_id = ANY($1::uuid[])";
+
+static const char SQL_LOCATIONS[] =
+    "SELECT location_id, is_active FROM locations WHERE location_id = ANY($1::int[])";
+
+/* resource_id order is the one lock order every batch uses. */
+static const char SQL_ITEMS[] =
+    "SELECT resource_id::text, item_sku, quantity, location_id"
+    "  FROM inventory WHERE item_sku = ANY($1::text[])"
+    " ORDER BY resource_id FOR NO KEY UPDATE";
+
+/* Runs after SQL_ITEMS locked the items: every movement of them committed before is visible
+ * to this statement's snapshot, and no other batch can add one until we commit. */
+static const char SQL_COUNTS[] =
+    "SELECT c.i,"
+    "       coalesce(sum(l.delta) FILTER (WHERE l.kind <> 'count'), 0),"
+    "       coalesce(bool_or(l.kind = 'count'), false)"
+    "  FROM unnest($1::int[], $2::text[], $3::int8[]) AS c(i, sku, at_ms)"
+    "  JOIN inventory inv ON inv.item_sku = c.sku"
+    "  JOIN inventory_ledger l ON l.resource_id = inv.resource_id"
+    "   AND l.event_at > to_timestamp(c.at_ms::float8 / 1000)"
+    " GROUP BY c.i";
+
+static enum mw_err lock_device(struct batch *b, struct mw_error *err)
+{
+    char uid[MW_UUID_STR_SIZE] = "";
+    if (b->one_user)
+        mw_uuid_format(&b->acting_user, uid);
+    const char *params[] = {b->device_id, uid};
+    PGresult *res = run(b, SQL_DEVICE, 2, params, PGRES_TUPLES_OK, "lock the device row", err);
+    if (!res)
+        return MW_EDB;
+    bool ok = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (!ok)
+        return mw_fail(err, MW_EAUTH, "device is not registered or is revoked");
+    return MW_OK;
+}
+
+static enum mw_err read_received(struct batch *b, struct mw_error *err)
+{
+    const struct mw_push *p = b->push;
+    const char *param;
+    enum mw_err rc;
+
+    if (p->n_ops == 0)
+        return MW_OK;
+    mw_reconcile_arr_reset(&b->q1);
+    for (size_t i = 0; i < p->n_ops; i++)
+        mw_reconcile_arr_uuid(&b->q1, &p->ops[i].op_id, false);
+    rc = lit(&b->q1, &param, err);
+    if (rc != MW_OK)
+        return rc;
+    PGresult *res = run(b, SQL_RECEIVED, 1, &param, PGRES_TUPLES_OK, "read received ops", err);
+    if (!res)
+        return MW_EDB;
+    struct mw_reconcile_ctx *ctx = b->ctx;
+    for (int r = 0; r < PQntuples(res); r++) {
+        struct mw_uuid id;
+        const char *t = PQgetvalue(res, r, 0);
+        if (mw_uuid_parse(t, strlen(t), &id) != MW_OK)
+            continue;
+        /* op_ids are strictly increasing in a push (the decoder checks), so they are sorted. */
+        size_t lo = 0, hi = p->n_ops;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            int c = mw_uuid_compare(&p->ops[mid].op_id, &id);
+            if (c == 0) {
+                lo = mid;
+                break;
+            }
+            if (c < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo >= p->n_ops || mw_uuid_compare(&p->ops[lo].op_id, &id) != 0)
+            continue;
+        struct mw_op_result *out = &ctx->results[lo];
+        b->dup[lo] = true;
+        out->status = MW_RESULT_DUPLICATE;
+        out->first = strcmp(PQgetvalue(res, r, 1), "applied") == 0 ? MW_RESULT_APPLIED
+                                                                    : MW_RESULT_REJECTED;
+        if (out->first == MW_RESULT_REJECTED) {
+            const char *code = PQgetvalue(res, r, 2);
+            out->code = mw_proto_reject_parse(code, strlen(code));
+            /* A code this version does not name cannot be encoded; the message keeps it. */
+            if (out->code == MW_REJECT_OTHER || out->code == MW_REJECT_NONE)
+                out->code = MW_REJECT_INVALID;
+            size_t off = ctx->text.len;
+            rc = mw_buf_append_str(&ctx->text, PQgetisnull(res, r, 3) ? "" : PQgetvalue(res, r, 3));
+            if (rc == MW_OK)
+                rc = mw_buf_append(&ctx->text, "", 1);
+            if (rc != MW_OK) {
+                PQclear(res);
+                return mw_fail(err, MW_ENOMEM, "reconcile: out of memory for messages");
+            }
+            b->msg_off[lo] = off;
+        }
+    }
+    PQclear(res);
+    return MW_OK;
+}
+
+static enum mw_err read_users(struct batch *b, struct mw_error *err)
+{
+    const char *param;
+    enum mw_err rc;
+
+    if (b->n_users == 0)
+        return MW_OK;
+    mw_reconcile_arr_reset(&b->q1);
+    for (size_t i = 0; i < b->n_users; i++)
+        mw_reconcile_arr_uuid(&b->q1, &b->users[i].id, false);
+    rc = lit(&b->q1, &param, err);
+    if (rc != MW_OK)
+        return rc;
+    PGresult *res = run(b, SQL_USERS, 1, &param, PGRES_TUPLES_OK, "read users", err);
+    if (!res)
+        return MW_EDB;
+    for (int r = 0; r < PQntuples(res); r++) {
+        struct mw_uuid id;
+        const char *t = PQgetvalue(res, r, 0);
+        if (mw_uuid_parse(t, strlen(t), &id) != MW_OK)
+            continue;
+        size_t u = find_user(b, &id);
+        if (u == NONE)
+            continue;
+        b->users[u].found = true;
+        b->users[u].active = strcmp(PQgetvalue(res, r, 1), "t") == 0;
+        if (!PQgetisnull(res, r, 2)) {
+            const char *perm = PQgetvalue(res, r, 2);
+            enum mw_op_type ty = mw_proto_op_type_parse(perm, strlen(perm));
+            if (ty != MW_OP_UNKNOWN)
+                b->users[u].perms |= 1u << ty;
+        }
+    }
+    PQclear(res);
+    return MW_OK;
+}
+
+static enum mw_err read_locations(struct batch *b, struct mw_error *err)
+{
+    const char *param;
+    enum mw_err rc;
+
+    if (b->n_locs == 0)
+        return MW_OK;
+    mw_reconcile_arr_reset(&b->q1);
+    for (size_t i = 0; i < b->n_locs; i++)
+        mw_reconcile_arr_int(&b->q1, b->locs[i].id);
+    rc = lit(&b->q1, &param, err);
+    if (rc != MW_OK)
+        return rc;
+    PGresult *res = run(b, SQL_LOCATIONS, 1, &param, PGRES_TUPLES_OK, "read locations", err);
+    if (!res)
+        return MW_EDB;
+    for (int r = 0; r < PQntuples(res); r++) {
+        int64_t id;
+        if (!parse_i64(PQgetvalue(res, r, 0), &id) || id < INT32_MIN || id > INT32_MAX)
+            continue;
+        size_t l = find_loc(b, (int32_t)id);
+        if (l == NONE)
+            continue;
+        b->locs[l].found = true;
+        b->locs[l].active = strcmp(PQgetvalue(res, r, 1), "t") == 0;
+    }
+    PQclear(res);
+    return MW_OK;
+}
+
+static enum mw_err lock_items(struct batch *b, struct mw_error *err)
+{
+    const char *param;
+    enum mw_err rc;
+
+    if (b->n_items == 0)
+        return MW_OK;
+    mw_reconcile_arr_reset(&b->q1);
+    for (size_t i = 0; i < b->n_items; i++)
+        mw_reconcile_arr_cstr(&b->q1, b->items[i].sku);
+    rc = lit(&b->q1, &param, err);
+    if (rc != MW_OK)
+        return rc;
+    PGresult *res = run(b, SQL_ITEMS, 1, &param, PGRES_TUPLES_OK, "lock inventory rows", err);
+    if (!res)
+        return MW_EDB;
+    for (int r = 0; r < PQntuples(res); r++) {
+        size_t i = find_item(b, PQgetvalue(res, r, 1));
+        int64_t q, l;
+        const char *t = PQgetvalue(res, r, 0);
+        struct mw_uuid rid;
+        if (i == NONE || mw_uuid_parse(t, strlen(t), &rid) != MW_OK ||
+            !parse_i64(PQgetvalue(res, r, 2), &q) || !parse_i64(PQgetvalue(res, r, 3), &l) ||
+            q < 0 || q > INT32_MAX || l < INT32_MIN || l > INT32_MAX)
+            continue;
+        struct item *it = &b->items[i];
+        it->rid = rid;
+        it->in_db = it->exists = true;
+        it->qty = it->qty0 = q;
+        it->loc = it->loc0 = (int32_t)l;
+    }
+    PQclear(res);
+    return MW_OK;
+}
+
+static enum mw_err read_counts(struct batch *b, struct mw_error *err)
+{
+    const struct mw_push *p = b->push;
+    const char *params[3];
+    enum mw_err rc;
+
+    mw_reconcile_arr_reset(&b->q1);
+    mw_reconcile_arr_reset(&b->q2);
+    mw_reconcile_arr_reset(&b->q3);
+    b->n_counts = 0;
+    for (size_t i = 0; i < p->n_ops; i++) {
+        const struct mw_op *op = &p->ops[i];
+        if (b->dup[i] || op->reject != MW_REJECT_NONE || op->type != MW_OP_INVENTORY_COUNT ||
+            b->op_item[i] == NONE || !b->items[b->op_item[i]].in_db)
+            continue;
+        mw_reconcile_arr_int(&b->q1, (int64_t)i);
+        mw_reconcile_arr_cstr(&b->q2, op->u.count.sku);
+        mw_reconcile_arr_int(&b->q3, op->at_ms);
+        b->n_counts++;
+    }
+    if (b->n_counts == 0)
+        return MW_OK;
+    rc = lit(&b->q1, &params[0], err);
+    if (rc == MW_OK)
+        rc = lit(&b->q2, &params[1], err);
+    if (rc == MW_OK)
+        rc = lit(&b->q3, &params[2], err);
+    if (rc != MW_OK)
+        return rc;
+    PGresult *res = run(b, SQL_COUNTS, 3, params, PGRES_TUPLES_OK, "read later movements", err);
+    if (!res)
+        return MW_EDB;
+    for (int r = 0; r < PQntuples(res); r++) {
+        int64_t i, sum;
+        if (!parse_i64(PQgetvalue(res, r, 0), &i) || i < 0 || (uint64_t)i >= p->n_ops ||
+            !parse_i64(PQgetvalue(res, r, 1), &sum))
+            continue;
+        b->count_sum[i] = sum;
+        b->count_later[i] = strcmp(PQgetvalue(res, r, 2), "t") == 0;
+    }
+    PQclear(res);
+    return MW_OK;
+}
+
+/* ---- the simulation ---------------------------------------------------------------------- */
+
+/* Appends a NUL-terminated message to ctx->text; returns its offset, or NONE when out of
+ * memory (recorded in *rc). */
+static size_t message(struct batch *b, enum mw_err *rc, const char *fmt, ...) MW_PRINTF(3, 4);
+static size_t message(struct batch *b, enum mw_err *rc, const char *fmt, ...)
+{
+    char m[MW_RESULT_MSG_MAX + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m, sizeof m, fmt, ap);
+    va_end(ap);
+    size_t off = b->ctx->text.len;
+    enum mw_err r = mw_buf_append(&b->ctx->text, m, strlen(m) + 1);
+    if (r != MW_OK) {
+        if (*rc == MW_OK)
+            *rc = MW_ENOMEM;
+        return NONE;
+    }
+    return off;
+}
+
+static void ledger(struct batch *b, const struct mw_op *op, const struct item *it,
+                   const char *kind, int64_t delta)
+{
+    struct table *t = &b->lg;
+    mw_reconcile_arr_uuid(col(t, LG_RID), &it->rid, false);
+    mw_reconcile_arr_cstr(col(t, LG_KIND), kind);
+    mw_reconcile_arr_int(col(t, LG_DELTA), delta);
+    mw_reconcile_arr_int(col(t, LG_AFTER), it->qty);
+    mw_reconcile_arr_int(col(t, LG_LOC), it->loc);
+    mw_reconcile_arr_uuid(col(t, LG_OP), &op->op_id, false);
+    mw_reconcile_arr_int(col(t, LG_AT), op->at_ms);
+    mw_reconcile_arr_uuid(col(t, LG_USER), &op->user_id, true);
+    mw_reconcile_arr_uuid(col(t, LG_CID), &op->correlation_id, true);
+    t->rows++;
+    struct move *m = &b->moves[b->n_moves++];
+    m->item = (size_t)(it - b->items);
+    m->at_ms = op->at_ms;
+    m->delta = delta;
+    m->is_count = strcmp(kind, "count") == 0;
+}
+
+static void event_row(struct batch *b, const char *source, const char *type, const int64_t *at_ms,
+                      const char *details, size_t details_len, const struct mw_uuid *cid,
+                      const struct mw_uuid *user)
+{
+    struct table *t = &b->ev;
+    mw_reconcile_arr_cstr(col(t, EV_SOURCE), source);
+    mw_reconcile_arr_cstr(col(t, EV_TYPE), type);
+    if (at_ms)
+        mw_reconcile_arr_int(col(t, EV_AT), *at_ms);
+    else
+        mw_reconcile_arr_null(col(t, EV_AT));
+    mw_reconcile_arr_str(col(t, EV_DETAILS), details, details_len);
+    mw_reconcile_arr_uuid(col(t, EV_CID), cid, true);
+    mw_reconcile_arr_uuid(col(t, EV_USER), user, true);
+    t->rows++;
+}
+
+/* The count discrepancy: counted plus the later movements was below zero. */
+static enum mw_err count_error_event(struct batch *b, const struct mw_op *op,
+                                     const struct item *it, int64_t before, int64_t later)
+{
+    struct mw_buf *s = &b->scratch;
+    char id[MW_UUID_STR_SIZE];
+    enum mw_err rc;
+
+    mw_buf_reset(s);
+    mw_uuid_format(&op->op_id, id);
+    rc = mw_buf_append_str(s, "{\"problem\":\"count_below_zero\",\"sku\":");
+    if (rc == MW_OK)
+        rc = mw_json_append_str(s, it->sku, strlen(it->sku));
+    if (rc == MW_OK)
+        rc = mw_buf_printf(s,
+                           ",\"op_id\":\"%s\",\"device_id\":\"%s\",\"counted\":%" PRId32
+                           ",\"later_movements\":%" PRId64 ",\"quantity_before\":%" PRId64
+                           ",\"quantity_after\":0,\"shortfall\":%" PRId64 "}",
+                           id, b->device_id, op->u.count.counted, later, before,
+                           -((int64_t)op->u.count.counted + later));
+    if (rc != MW_OK)
+        return rc == MW_EMALFORMED ? MW_EINVAL : MW_ENOMEM;
+    event_row(b, MW_RECONCILE_SOURCE, "error", &op->at_ms, (const char *)s->data, s->len,
+              &op->correlation_id, &op->user_id);
+    return MW_OK;
+}
+
+/* One op that passed the user checks. Returns its reject code (NONE when applied) and sets
+ * *msg; *rc gets MW_ENOMEM if memory ran out. */
+static enum mw_reject apply_op(struct batch *b, size_t i, size_t *msg, enum mw_err *rc)
+{
+    const struct mw_op *op = &b->push->ops[i];
+    struct item *it = b->op_item[i] != NONE ? &b->items[b->op_item[i]] : NULL;
+    const struct loc *l = b->op_loc[i] != NONE ? &b->locs[b->op_loc[i]] : NULL;
+
+    switch (op->type) {
+    case MW_OP_INVENTORY_ADJUST: {
+        if (!it || !it->exists)
+            goto unknown_sku;
+        int64_t q = it->qty + op->u.adjust.delta;
+        if (q < 0) {
+            *msg = message(b, rc, "adjusting sku \"%s\" by %" PRId32 " needs %" PRId64
+                                  " more in stock: %" PRId64 " on hand",
+                           it->sku, op->u.adjust.delta, -q, it->qty);
+            return MW_REJECT_INSUFFICIENT_STOCK;
+        }
+        if (q > INT32_MAX)
+            goto too_many;
+        it->qty = q;
+        ledger(b, op, it, "adjust", op->u.adjust.delta);
+        return MW_REJECT_NONE;
+    }
+    case MW_OP_INVENTORY_COUNT: {
+        if (!it || !it->exists)
+            goto unknown_sku;
+        int64_t later = b->count_sum[i];
+        bool superseded = b->count_later[i];
+        for (size_t k = 0; k < b->n_moves; k++) {
+            const struct move *m = &b->moves[k];
+            if (m->item != b->op_item[i] || m->at_ms <= op->at_ms)
+                continue;
+            if (m->is_count)
+                superseded = true;
+            else
+                later += m->delta;
+        }
+        int64_t before = it->qty;
+        if (superseded) {
+            ledger(b, op, it, "count", 0);
+            return MW_REJECT_NONE;
+        }
+        int64_t q = (int64_t)op->u.count.counted + later;
+        if (q > INT32_MAX)
+            goto too_many;
+        if (q < 0) {
+            enum mw_err e = count_error_event(b, op, it, before, later);
+            if (e != MW_OK && *rc == MW_OK)
+                *rc = e;
+            q = 0;
+        }
+        it->qty = q;
+        ledger(b, op, it, "count", q - before);
+        return MW_REJECT_NONE;
+    }
+    case MW_OP_INVENTORY_RELOCATE:
+        if (!it || !it->exists)
+            goto unknown_sku;
+        if (!l || !l->found || !l->active)
+            goto unknown_location;
+        it->loc = l->id;
+        ledger(b, op, it, "relocate", 0);
+        return MW_REJECT_NONE;
+    case MW_OP_INVENTORY_RECEIVE: {
+        if (!l || !l->found || !l->active)
+            goto unknown_location;
+        if (!it)
+            goto unknown_sku; /* cannot happen: every accepted receive has an item */
+        if (!it->exists) {
+            enum mw_err e = mw_uuid_v7(&it->rid, NULL);
+            if (e != MW_OK) {
+                if (*rc == MW_OK)
+                    *rc = e;
+                return MW_REJECT_NONE;
+            }
+            it->exists = it->created = true;
+            it->qty = op->u.receive.quantity;
+            it->loc = op->u.receive.location_id;
+            it->name = op->u.receive.name;
+            it->description = op->u.receive.description;
+        } else {
+            int64_t q = it->qty + op->u.receive.quantity;
+            if (q > INT32_MAX)
+                goto too_many;
+            it->qty = q;
+        }
+        ledger(b, op, it, "receive", op->u.receive.quantity);
+        return MW_REJECT_NONE;
+    }
+    case MW_OP_INTERACTION_RECORD: {
+        struct table *t = &b->ia;
+        const struct mw_op_interaction *x = &op->u.interaction;
+        mw_reconcile_arr_uuid(col(t, IA_USER), &op->user_id, false);
+        mw_reconcile_arr_cstr(col(t, IA_ACTION), x->action);
+        mw_reconcile_arr_int(col(t, IA_AT), op->at_ms);
+        mw_reconcile_arr_cstr(col(t, IA_TID), x->target_entity_id);
+        mw_reconcile_arr_cstr(col(t, IA_TTYPE), x->target_entity_type);
+        mw_reconcile_arr_cstr(col(t, IA_META), x->metadata);
+        mw_reconcile_arr_uuid(col(t, IA_CID), &op->correlation_id, true);
+        t->rows++;
+        return MW_REJECT_NONE;
+    }
+    case MW_OP_ALLOCATION_RECORD: {
+        if (!it || !it->exists)
+            goto unknown_sku;
+        struct table *t = &b->al;
+        const struct mw_op_allocation *x = &op->u.allocation;
+        mw_reconcile_arr_uuid(col(t, AL_RID), &it->rid, false);
+        mw_reconcile_arr_int(col(t, AL_NEED), x->predicted_need);
+        mw_reconcile_arr_bool(col(t, AL_OVERRIDE), x->manual_override);
+        mw_reconcile_arr_cstr(col(t, AL_REASON), x->override_reason);
+        mw_reconcile_arr_int(col(t, AL_AT), op->at_ms);
+        mw_reconcile_arr_uuid(col(t, AL_USER), &op->user_id, false);
+        t->rows++;
+        return MW_REJECT_NONE;
+    }
+    case MW_OP_EVENT_RECORD: {
+        const struct mw_op_event *x = &op->u.event;
+        event_row(b, x->source_system, x->event_type, &op->at_ms, x->details,
+                  strlen(x->details), &op->correlation_id, &op->user_id);
+        return MW_REJECT_NONE;
+    }
+    case MW_OP_UNKNOWN:
+        break;
+    }
+    *msg = message(b, rc, "op type is not known to this server");
+    return MW_REJECT_UNKNOWN_TYPE;
+
+unknown_sku:
+    *msg = message(b, rc, "sku \"%s\" is not known", op_sku(op) ? op_sku(op) : "");
+    return MW_REJECT_UNKNOWN_SKU;
+unknown_location:
+    *msg = message(b, rc, "location %" PRId32 " does not exist or is not active",
+                   l ? l->id : 0);
+    return MW_REJECT_UNKNOWN_LOCATION;
+too_many:
+    *msg = message(b, rc, "the quantity of sku \"%s\" would exceed %d", it ? it->sku : "",
+                   INT32_MAX);
+    return MW_REJECT_INVALID;
+}
+
+static void record_op(struct batch *b, size_t i, enum mw_reject code, size_t msg)
+{
+    const struct mw_op *op = &b->push->ops[i];
+    struct table *t = &b->ro;
+    const char *type = op->type_name ? op->type_name : mw_proto_op_type_name(op->type);
+    mw_reconcile_arr_uuid(col(t, RO_OP), &op->op_id, false);
+    mw_reconcile_arr_cstr(col(t, RO_TYPE), type ? type : "");
+    mw_reconcile_arr_cstr(col(t, RO_STATUS), code == MW_REJECT_NONE ? "applied" : "rejected");
+    mw_reconcile_arr_cstr(col(t, RO_CODE), mw_proto_reject_name(code));
+    if (msg != NONE)
+        mw_reconcile_arr_cstr(col(t, RO_MSG), (const char *)b->ctx->text.data + msg);
+    else
+        mw_reconcile_arr_null(col(t, RO_MSG));
+    mw_reconcile_arr_uuid(col(t, RO_USER), &op->user_id, true);
+    mw_reconcile_arr_uuid(col(t, RO_CID), &op->correlation_id, true);
+    /* A rejected op's time may be what was wrong with it; the row still needs one. */
+    int64_t at = op->at_ms;
+    if (op->reject != MW_REJECT_NONE && (at < -62135596800000LL || at > 253402300799999LL))
+        at = 0;
+    mw_reconcile_arr_int(col(t, RO_AT), at);
+    t->rows++;
+}
+
+static enum mw_err simulate(struct batch *b, struct mw_error *err)
+{
+    const struct mw_push *p = b->push;
+    struct mw_reconcile_ctx *ctx = b->ctx;
+    struct mw_reconcile_stats *st = b->stats;
+    enum mw_err rc = MW_OK;
+
+    st->applied = st->rejected = st->duplicate = 0;
+    for (size_t i = 0; i < p->n_ops && rc == MW_OK; i++) {
+        const struct mw_op *op = &p->ops[i];
+        struct mw_op_result *r = &ctx->results[i];
+        r->op_id = op->op_id;
+        if (b->dup[i]) {
+            st->duplicate++;
+            continue; /* read_received filled it */
+        }
+        enum mw_reject code = op->reject;
+        size_t msg = NONE;
+        if (code != MW_REJECT_NONE) {
+            msg = message(b, &rc, "%s", op->reject_msg ? op->reject_msg : "invalid op");
+        } else {
+            const struct user *u = b->op_user[i] != NONE ? &b->users[b->op_user[i]] : NULL;
+            char uid[MW_UUID_STR_SIZE];
+            mw_uuid_format(&op->user_id, uid);
+            if (!u || !u->found || !u->active) {
+                code = MW_REJECT_UNKNOWN_USER;
+                msg = message(b, &rc, "user %s is not known or not active", uid);
+            } else if (!(u->perms & (1u << op->type))) {
+                code = MW_REJECT_FORBIDDEN;
+                msg = message(b, &rc, "user %s has no role that may %s", uid,
+                              mw_proto_op_type_name(op->type));
+            } else {
+                code = apply_op(b, i, &msg, &rc);
+            }
+        }
+        r->status = code == MW_REJECT_NONE ? MW_RESULT_APPLIED : MW_RESULT_REJECTED;
+        r->code = code;
+        b->msg_off[i] = code == MW_REJECT_NONE ? NONE : msg;
+        if (code == MW_REJECT_NONE) {
+            st->applied++;
+        } else {
+            st->rejected++;
+            b->n_reject[code <= MW_REJECT_OTHER ? code : MW_REJECT_OTHER]++;
+        }
+        record_op(b, i, code, b->msg_off[i]);
+    }
+    if (rc != MW_OK)
+        return mw_fail(err, rc, "reconcile: simulating the batch");
+
+    for (size_t k = 0; k < b->n_items; k++) {
+        struct item *it = &b->items[k];
+        if (it->created) {
+            struct table *t = &b->ni;
+            mw_reconcile_arr_uuid(col(t, NI_RID), &it->rid, false);
+            mw_reconcile_arr_cstr(col(t, NI_NAME), it->name);
+            mw_reconcile_arr_cstr(col(t, NI_SKU), it->sku);
+            mw_reconcile_arr_cstr(col(t, NI_DESC), it->description);
+            mw_reconcile_arr_int(col(t, NI_QTY), it->qty);
+            mw_reconcile_arr_int(col(t, NI_LOC), it->loc);
+            t->rows++;
+        } else if (it->in_db && (it->qty != it->qty0 || it->loc != it->loc0)) {
+            struct table *t = &b->ui;
+            mw_reconcile_arr_uuid(col(t, UI_RID), &it->rid, false);
+            mw_reconcile_arr_int(col(t, UI_QTY), it->qty);
+            mw_reconcile_arr_int(col(t, UI_LOC), it->loc);
+            t->rows++;
+        }
+    }
+
+    /* The push's own trace: counts, and the request's correlation id. */
+    struct mw_buf *s = &b->scratch;
+    char bid[MW_UUID_STR_SIZE];
+    mw_uuid_format(&p->batch_id, bid);
+    mw_buf_reset(s);
+    rc = mw_buf_printf(s,
+                       "{\"device_id\":\"%s\",\"batch_id\":\"%s\",\"ops\":%zu,\"applied\":%zu,"
+                       "\"rejected\":%zu,\"duplicate\":%zu,\"attempt\":%u,\"rejections\":{",
+                       b->device_id, bid, p->n_ops, st->applied, st->rejected, st->duplicate,
+                       st->attempts);
+    bool first = true;
+    for (int c = 1; c < MW_REJECT_OTHER && rc == MW_OK; c++) {
+        if (!b->n_reject[c])
+            continue;
+        rc = mw_buf_printf(s, "%s\"%s\":%zu", first ? "" : ",",
+                           mw_proto_reject_name((enum mw_reject)c), b->n_reject[c]);
+        first = false;
+    }
+    if (rc == MW_OK)
+        rc = mw_buf_append_str(s, "}}");
+    if (rc != MW_OK)
+        return mw_fail(err, MW_ENOMEM, "reconcile: out of memory for the sync event");
+    event_row(b, MW_RECONCILE_SOURCE, "sync", NULL, (const char *)s->data, s->len,
+              b->request_cid, NULL);
+    return MW_OK;
+}
+
+/* ---- writes ------------------------------------------------------------------------------ */
+
+static const char SQL_NEW_ITEMS[] =
+    "INSERT INTO inventory (resource_id, item_name, item_sku, description, quantity,"
+    "                       location_id, last_updated_at)"
+    "SELECT r, n, s, d, q, l, now()"
+    "  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[])"
+    "       AS t(r, n, s, d, q, l)"
+    " ORDER BY s"; /* one insertion order for every batch: unique-index waits cannot cross */
+
+static const char SQL_UPDATE_ITEMS[] =
+    "UPDATE inventory i SET quantity = t.q, location_id = t.l, last_updated_at = now()"
+    "  FROM unnest($1::uuid[], $2::int[], $3::int[]) AS t(r, q, l)"
+    " WHERE i.resource_id = t.r";
+
+static const char SQL_RECEIVED_OPS[] =
+    "INSERT INTO received_op (op_id, device_id, batch_id, op_type, status, error_code,"
+    "                         error_message, user_id, correlation_id, event_at)"
+    "SELECT o, $1, $2::uuid, ty, st, ec, em, u, c, to_timestamp(a::float8 / 1000)"
+    "  FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::uuid[],"
+    "              $9::uuid[], $10::int8[]) AS t(o, ty, st, ec, em, u, c, a)";
+
+static const char SQL_LEDGER[] =
+    "INSERT INTO inventory_ledger (resource_id, kind, delta, quantity_after, location_id, op_id,"
+    "                              event_at, user_id, device_id, correlation_id)"
+    "SELECT r, k, d, qa, l, o, to_timestamp(a::float8 / 1000), u, $1, c"
+    "  FROM unnest($2::uuid[], $3::text[], $4::int[], $5::int[], $6::int[], $7::uuid[],"
+    "              $8::int8[], $9::uuid[], $10::uuid[]) WITH ORDINALITY"
+    "       AS t(r, k, d, qa, l, o, a, u, c, n)"
+    " ORDER BY n";
+
+static const char SQL_INTERACTIONS[] =
+    "INSERT INTO userinteraction (user_id, action, interaction_timestamp, target_entity_id,"
+    "                             target_entity_type, metadata, correlation_id)"
+    "SELECT u, a, to_timestamp(ts::float8 / 1000), ti, tt, m::jsonb, c"
+    "  FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[],"
+    "              $7::uuid[]) AS t(u, a, ts, ti, tt, m, c)";
+
+static const char SQL_ALLOCATIONS[] =
+    "INSERT INTO resourceallocation (resource_id, predicted_need, manual_override,"
+    "                                override_reason, allocation_timestamp,"
+    "                                allocated_by_user_id)"
+    "SELECT r, p, o, why, to_timestamp(ts::float8 / 1000), u"
+    "  FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::text[], $5::int8[], $6::uuid[])"
+    "       AS t(r, p, o, why, ts, u)";
+
+static const char SQL_EVENTS[] =
+    "INSERT INTO integrationevent (source_system, event_type, event_timestamp, details,"
+    "                              correlation_id, user_id)"
+    "SELECT s, e::event_source_type, coalesce(to_timestamp(ts::float8 / 1000), now()),"
+    "       d::jsonb, c, u"
+    "  FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::uuid[], $6::uuid[])"
+    "       WITH ORDINALITY AS t(s, e, ts, d, c, u, n)"
+    " ORDER BY n";
+
+/* Runs one write whose parameters are fixed[0..nfixed) followed by t's columns. */
+static enum mw_err write_table(struct batch *b, const char *sql, const char *const *fixed,
+                               int nfixed, struct table *t, const char *what,
+                               struct mw_error *err)
+{
+    const char *params[2 + COLS_MAX];
+    enum mw_err rc = table_rc(t);
+    if (t->rows == 0)
+        return MW_OK;
+    if (rc != MW_OK)
+        return mw_fail(err, rc, "reconcile: building the %s arrays", what);
+    for (int i = 0; i < nfixed; i++)
+        params[i] = fixed[i];
+    for (int i = 0; i < t->ncol; i++) {
+        rc = lit(&t->col[i], &params[nfixed + i], err);
+        if (rc != MW_OK)
+            return rc;
+    }
+    return run_cmd(b, sql, nfixed + t->ncol, params, what, err);
+}
+
+static enum mw_err write_all(struct batch *b, struct mw_error *err)
+{
+    char bid[MW_UUID_STR_SIZE];
+    mw_uuid_format(&b->push->batch_id, bid);
+    const char *dev_batch[] = {b->device_id, bid};
+    enum mw_err rc;
+
+    rc = write_table(b, SQL_NEW_ITEMS, NULL, 0, &b->ni, "insert new items", err);
+    if (rc == MW_OK)
+        rc = write_table(b, SQL_UPDATE_ITEMS, NULL, 0, &b->ui, "update items", err);
+    if (rc == MW_OK)
+        rc = write_table(b, SQL_RECEIVED_OPS, dev_batch, 2, &b->ro, "insert received ops", err);
+    if (rc == MW_OK)
+        rc = write_table(b, SQL_LEDGER, dev_batch, 1, &b->lg, "insert ledger rows", err);
+    if (rc == MW_OK)
+        rc = write_table(b, SQL_INTERACTIONS, NULL, 0, &b->ia, "insert interactions", err);
+    if (rc == MW_OK)
+        rc = write_table(b, SQL_ALLOCATIONS, NULL, 0, &b->al, "insert allocations", err);
+    if (rc == MW_OK)
+        rc = write_table(b, SQL_EVENTS, NULL, 0, &b->ev, "insert integration events", err);
+    return rc;
+}
+
+/* ---- one attempt ------------------------------------------------------------------------- */
+
+static enum mw_err attempt(struct batch *b, struct mw_error *err)
+{
+    enum mw_err rc;
+
+    reset_attempt(b);
+    rc = run_cmd(b, "BEGIN", 0, NULL, "begin", err);
+    if (rc == MW_OK)
+        rc = lock_device(b, err);
+    if (rc == MW_OK)
+        rc = read_received(b, err);
+    if (rc == MW_OK)
+        rc = read_users(b, err);
+    if (rc == MW_OK)
+        rc = read_locations(b, err);
+    if (rc == MW_OK)
+        rc = lock_items(b, err);
+    if (rc == MW_OK)
+        rc = read_counts(b, err);
+    if (rc == MW_OK)
+        rc = simulate(b, err);
+    if (rc == MW_OK)
+        rc = write_all(b, err);
+    if (rc == MW_OK)
+        rc = run_cmd(b, "COMMIT", 0, NULL, "commit", err);
+    return rc;
+}
+
+static bool retryable(const char *state, struct mw_reconcile_stats *st)
+{
+    if (strcmp(state, "40P01") == 0) {
+        st->retries_deadlock++;
+        return true;
+    }
+    if (strcmp(state, "40001") == 0) {
+        st->retries_serialize++;
+        return true;
+    }
+    if (strcmp(state, "23505") == 0) {
+        st->retries_unique++;
+        return true;
+    }
+    return false;
+}
+
+static void rollback(struct batch *b)
+{
+    if (PQtransactionStatus(b->conn) == PQTRANS_IDLE)
+        return;
+    b->stats->statements++;
+    PQclear(PQexec(b->conn, "ROLLBACK"));
+}
+
+static void batch_cleanup(struct batch *b)
+{
+    mw_free(b->op_item);
+    mw_free(b->op_user);
+    mw_free(b->op_loc);
+    mw_free(b->msg_off);
+    mw_free(b->dup);
+    mw_free(b->count_sum);
+    mw_free(b->count_later);
+    mw_free(b->items);
+    mw_free(b->users);
+    mw_free(b->locs);
+    mw_free(b->moves);
+    table_cleanup(&b->ro);
+    table_cleanup(&b->lg);
+    table_cleanup(&b->ni);
+    table_cleanup(&b->ui);
+    table_cleanup(&b->ia);
+    table_cleanup(&b->al);
+    table_cleanup(&b->ev);
+    mw_reconcile_arr_cleanup(&b->q1);
+    mw_reconcile_arr_cleanup(&b->q2);
+    mw_reconcile_arr_cleanup(&b->q3);
+    mw_buf_free(&b->scratch);
+}
+
+void mw_reconcile_ctx_init(struct mw_reconcile_ctx *ctx)
+{
+    ctx->results = NULL;
+    ctx->n_results = 0;
+    mw_buf_init(&ctx->text, TEXT_LIMIT);
+}
+
+void mw_reconcile_ctx_cleanup(struct mw_reconcile_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    mw_free(ctx->results);
+    ctx->results = NULL;
+    ctx->n_results = 0;
+    mw_buf_free(&ctx->text);
+}
+
+enum mw_err mw_reconcile_push(struct mw_reconcile_ctx *ctx, PGconn *conn, const char *device_id,
+                              const struct mw_push *push, const struct mw_uuid *request_cid,
+                              struct mw_reconcile_stats *stats, struct mw_error *err)
+{
+    struct mw_reconcile_stats local;
+    struct batch b;
+    enum mw_err rc;
+
+    memset(&local, 0, sizeof local);
+    if (!stats)
+        stats = &local;
+    memset(stats, 0, sizeof *stats);
+    mw_free(ctx->results);
+    ctx->results = NULL;
+    ctx->n_results = 0;
+    mw_buf_reset(&ctx->text);
+    if (!conn || !push || !device_id || !device_id[0] || strlen(device_id) > MW_DEVICE_ID_MAX)
+        return mw_fail(err, MW_EINVAL, "reconcile: no connection, push or device id");
+    if (PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return mw_fail(err, MW_EINVAL, "reconcile: the connection is inside a transaction");
+
+    memset(&b, 0, sizeof b);
+    b.conn = conn;
+    b.device_id = device_id;
+    b.push = push;
+    b.request_cid = request_cid;
+    b.ctx = ctx;
+    b.stats = stats;
+    table_init(&b.ro, RO_N);
+    table_init(&b.lg, LG_N);
+    table_init(&b.ni, NI_N);
+    table_init(&b.ui, UI_N);
+    table_init(&b.ia, IA_N);
+    table_init(&b.al, AL_N);
+    table_init(&b.ev, EV_N);
+    mw_reconcile_arr_init(&b.q1, ARR_LIMIT);
+    mw_reconcile_arr_init(&b.q2, ARR_LIMIT);
+    mw_reconcile_arr_init(&b.q3, ARR_LIMIT);
+    mw_buf_init(&b.scratch, 4096);
+
+    rc = plan(&b, err);
+    if (rc != MW_OK)
+        goto fail;
+    if (push->n_ops) {
+        ctx->results = mw_calloc(push->n_ops, sizeof *ctx->results);
+        if (!ctx->results) {
+            rc = mw_fail(err, MW_ENOMEM, "reconcile: out of memory for %zu results", push->n_ops);
+            goto fail;
+        }
+    }
+    for (;;) {
+        struct mw_error e = {0};
+        stats->attempts++;
+        memset(ctx->results, 0, push->n_ops * sizeof *ctx->results);
+        rc = attempt(&b, &e);
+        if (rc == MW_OK)
+            break;
+        rollback(&b);
+        if (rc != MW_EDB || stats->attempts >= MW_RECONCILE_ATTEMPTS_MAX ||
+            !retryable(b.sqlstate, stats)) {
+            mw_fail(err, rc, "%s", e.msg);
+            goto fail;
+        }
+        /* Back off a little, longer each time, so the batch we collided with can finish. */
+        struct timespec ts = {0, (long)stats->attempts * 2000000L};
+        nanosleep(&ts, NULL);
+    }
+    for (size_t i = 0; i < push->n_ops; i++) {
+        struct mw_op_result *r = &ctx->results[i];
+        bool has_code = r->status == MW_RESULT_REJECTED ||
+                        (r->status == MW_RESULT_DUPLICATE && r->first == MW_RESULT_REJECTED);
+        if (has_code) {
+            r->code_name = mw_proto_reject_name(r->code);
+            r->message =
+                b.msg_off[i] != NONE ? (const char *)ctx->text.data + b.msg_off[i] : "";
+        }
+    }
+    ctx->n_results = push->n_ops;
+    batch_cleanup(&b);
+    return MW_OK;
+fail:
+    mw_free(ctx->results);
+    ctx->results = NULL;
+    ctx->n_results = 0;
+    batch_cleanup(&b);
+    return rc;
+}
