@@ -1,6 +1,8 @@
 /* agent.c - the public lifecycle calls of libmidway-agent (see midway/agent.h). */
 #include "agent_internal.h"
 
+#include "bounds.h"
+#include "client.h"
 #include "mem.h"
 
 #include <string.h>
@@ -41,6 +43,41 @@ static enum mw_err copy_options(const struct mw_agent_options *opt, struct mw_ag
     return MW_OK;
 }
 
+/* Checks the sync options and replaces zeros by their defaults. */
+static enum mw_err fill_sync_defaults(struct mw_agent_options *o, struct mw_error *err)
+{
+    if (o->max_outbox_ops < 0)
+        return mw_fail(err, MW_EINVAL, "agent options: negative max_outbox_ops");
+    if (o->max_outbox_ops == 0)
+        o->max_outbox_ops = MW_AGENT_OUTBOX_DEFAULT;
+    if (o->batch_max_ops < 0 || o->batch_max_ops > (int32_t)MW_OPS_PER_BATCH_MAX)
+        return mw_fail(err, MW_EINVAL, "agent options: batch_max_ops %d outside 1..%u",
+                       (int)o->batch_max_ops, MW_OPS_PER_BATCH_MAX);
+    if (o->batch_max_ops == 0)
+        o->batch_max_ops = MW_AGENT_BATCH_OPS_DEFAULT;
+    if (o->batch_max_bytes == 0)
+        o->batch_max_bytes = MW_AGENT_BATCH_BYTES_DEFAULT;
+    if (o->batch_max_bytes < MW_AGENT_BATCH_BYTES_MIN ||
+        o->batch_max_bytes > (int64_t)MW_PUSH_BODY_MAX)
+        return mw_fail(err, MW_EINVAL, "agent options: batch_max_bytes %lld outside %d..%u",
+                       (long long)o->batch_max_bytes, MW_AGENT_BATCH_BYTES_MIN,
+                       MW_PUSH_BODY_MAX);
+    if (o->pull_limit < 0 || o->pull_limit > (int32_t)MW_PULL_LIMIT_MAX)
+        return mw_fail(err, MW_EINVAL, "agent options: pull_limit %d outside 1..%u",
+                       (int)o->pull_limit, MW_PULL_LIMIT_MAX);
+    if (o->pull_limit == 0)
+        o->pull_limit = MW_AGENT_PULL_LIMIT_DEFAULT;
+    if (o->connect_timeout_ms < 0 || o->connect_timeout_ms > MW_AGENT_TIMEOUT_MAX ||
+        o->request_timeout_ms < 0 || o->request_timeout_ms > MW_AGENT_TIMEOUT_MAX)
+        return mw_fail(err, MW_EINVAL, "agent options: a timeout outside 0..%d ms",
+                       MW_AGENT_TIMEOUT_MAX);
+    if (o->connect_timeout_ms == 0)
+        o->connect_timeout_ms = MW_AGENT_CONNECT_TIMEOUT_DEFAULT;
+    if (o->request_timeout_ms == 0)
+        o->request_timeout_ms = MW_AGENT_REQUEST_TIMEOUT_DEFAULT;
+    return MW_OK;
+}
+
 enum mw_err mw_agent_open(const char *db_path, const struct mw_agent_options *opt,
                           struct mw_agent **out, struct mw_error *err)
 {
@@ -59,6 +96,9 @@ enum mw_err mw_agent_open(const char *db_path, const struct mw_agent_options *op
         return mw_fail(err, MW_EINVAL, "agent options: unknown durability %d", (int)o.durability);
     if (o.max_file_bytes < 0)
         return mw_fail(err, MW_EINVAL, "agent options: negative max_file_bytes");
+    rc = fill_sync_defaults(&o, err);
+    if (rc != MW_OK)
+        return rc;
 
     struct mw_store_options so = {0};
     so.synchronous =
@@ -71,6 +111,9 @@ enum mw_err mw_agent_open(const char *db_path, const struct mw_agent_options *op
     if (!a)
         goto fail;
     a->opt = o;
+    a->db_path = mw_strdup(db_path);
+    if (!a->db_path)
+        goto fail;
     rc = mw_store_open(db_path, &so, &a->store, err);
     if (rc != MW_OK)
         goto fail;
@@ -86,7 +129,9 @@ void mw_agent_close(struct mw_agent *a)
 {
     if (!a)
         return;
+    mw_client_free(a->client);
     mw_store_close(a->store);
+    mw_free(a->db_path);
     mw_free(a);
 }
 

@@ -20,8 +20,8 @@
 /* One movement. Strings borrow libpq's row and are valid only during the callback. */
 struct mw_ledger_entry {
     int64_t ledger_id;
-    const char *kind;           /* adjust, count, receive, relocate */
-    int32_t delta;              /* 0 for relocate */
+    const char *kind; /* adjust, count, receive, relocate */
+    int32_t delta;    /* 0 for relocate */
     int32_t quantity_after;
     int32_t location_id;        /* the item's location after the movement; 0 if not recorded */
     int64_t event_at_ms;        /* device clock of the op */
@@ -36,7 +36,7 @@ struct mw_ledger_entry {
 /* The item the history belongs to, as it is now. */
 struct mw_ledger_item {
     char resource_id[MW_UUID_STR_SIZE];
-    char sku[MW_SKU_MAX * 4 + 1];      /* VARCHAR(100): up to 4 bytes per character */
+    char sku[MW_SKU_MAX * 4 + 1]; /* VARCHAR(100): up to 4 bytes per character */
     char name[MW_ITEM_NAME_MAX * 4 + 1];
     int32_t quantity;
     int32_t location_id;

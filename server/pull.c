@@ -28,11 +28,11 @@ enum part { PART_ROLES, PART_LOCATIONS, PART_USERS, PART_ITEMS, PART_DONE };
 static const char part_letter[] = "rlui";
 
 struct cursor {
-    char kind;       /* '0' start, 's' snapshot, 'f' feed */
-    uint64_t txid;   /* 's': the snapshot's xmin; 'f': the last row's txid */
-    int64_t seq;     /* 'f': the last row's seq */
-    enum part part;  /* 's' */
-    bool has_key;    /* 's': key holds the last key sent in part */
+    char kind;      /* '0' start, 's' snapshot, 'f' feed */
+    uint64_t txid;  /* 's': the snapshot's xmin; 'f': the last row's txid */
+    int64_t seq;    /* 'f': the last row's seq */
+    enum part part; /* 's' */
+    bool has_key;   /* 's': key holds the last key sent in part */
     char key[40];
 };
 
@@ -40,11 +40,11 @@ struct page {
     PGconn *conn;
     struct mw_pull_enc enc;
     int limit;
-    int sent;        /* changes added */
-    bool full;       /* the encoder refused a change for the byte budget */
+    int sent;                       /* changes added */
+    bool full;                      /* the encoder refused a change for the byte budget */
     char cursor[MW_CURSOR_MAX + 1]; /* of the last change fully sent */
     bool has_more;
-    uint64_t xmin;   /* this transaction's pg_snapshot_xmin */
+    uint64_t xmin; /* this transaction's pg_snapshot_xmin */
 };
 
 /* ---- cursors ----------------------------------------------------------------------------- */
@@ -205,44 +205,40 @@ static PGresult *query(struct page *pg, const char *sql, int n, const char *cons
 #define ROLE_COLS     "r.role_id, r.role_name, rp.permission"
 #define LOCATION_COLS "l.location_id, l.location_name, l.address, l.is_active"
 #define USER_COLS     "u.user_id::text, u.username, u.first_name, u.last_name, u.is_active, r.role_name"
-#define ITEM_COLS                                                                              \
+#define ITEM_COLS                                                                             \
     "i.resource_id::text, i.item_sku, i.item_name, i.location_id, i.quantity, i.description," \
     " floor(extract(epoch FROM i.last_updated_at) * 1000)::int8"
 
 static const char *const SNAPSHOT_SQL[] = {
-    [PART_ROLES] = "SELECT " ROLE_COLS
-                   "  FROM (SELECT role_id, role_name FROM roles"
+    [PART_ROLES] = "SELECT " ROLE_COLS "  FROM (SELECT role_id, role_name FROM roles"
                    "         WHERE $1::int IS NULL OR role_id > $1::int"
                    "         ORDER BY role_id LIMIT $2::int) r"
                    "  LEFT JOIN role_permission rp ON rp.role_id = r.role_id"
                    " ORDER BY r.role_id, rp.permission",
-    [PART_LOCATIONS] = "SELECT " LOCATION_COLS
-                       "  FROM locations l"
+    [PART_LOCATIONS] = "SELECT " LOCATION_COLS "  FROM locations l"
                        " WHERE $1::int IS NULL OR l.location_id > $1::int"
                        " ORDER BY l.location_id LIMIT $2::int",
-    [PART_USERS] = "SELECT " USER_COLS
-                   "  FROM (SELECT user_id, username, first_name, last_name, is_active"
-                   "          FROM users WHERE is_active"
-                   "           AND ($1::uuid IS NULL OR user_id > $1::uuid)"
-                   "         ORDER BY user_id LIMIT $2::int) u"
-                   "  LEFT JOIN userroles ur ON ur.user_id = u.user_id"
-                   "  LEFT JOIN roles r ON r.role_id = ur.role_id"
-                   " ORDER BY u.user_id, r.role_name",
-    [PART_ITEMS] = "SELECT " ITEM_COLS
-                   "  FROM inventory i"
+    [PART_USERS] =
+        "SELECT " USER_COLS "  FROM (SELECT user_id, username, first_name, last_name, is_active"
+        "          FROM users WHERE is_active"
+        "           AND ($1::uuid IS NULL OR user_id > $1::uuid)"
+        "         ORDER BY user_id LIMIT $2::int) u"
+        "  LEFT JOIN userroles ur ON ur.user_id = u.user_id"
+        "  LEFT JOIN roles r ON r.role_id = ur.role_id"
+        " ORDER BY u.user_id, r.role_name",
+    [PART_ITEMS] = "SELECT " ITEM_COLS "  FROM inventory i"
                    " WHERE $1::uuid IS NULL OR i.resource_id > $1::uuid"
                    " ORDER BY i.resource_id LIMIT $2::int",
 };
 
 static const char *const FEED_STATE_SQL[] = {
-    [PART_ROLES] = "SELECT " ROLE_COLS
-                   "  FROM roles r LEFT JOIN role_permission rp ON rp.role_id = r.role_id"
-                   " WHERE r.role_id = ANY($1::int[])"
-                   " ORDER BY r.role_id, rp.permission",
-    [PART_LOCATIONS] = "SELECT " LOCATION_COLS
-                       "  FROM locations l WHERE l.location_id = ANY($1::int[])",
-    [PART_USERS] = "SELECT " USER_COLS
-                   "  FROM users u"
+    [PART_ROLES] =
+        "SELECT " ROLE_COLS "  FROM roles r LEFT JOIN role_permission rp ON rp.role_id = r.role_id"
+        " WHERE r.role_id = ANY($1::int[])"
+        " ORDER BY r.role_id, rp.permission",
+    [PART_LOCATIONS] =
+        "SELECT " LOCATION_COLS "  FROM locations l WHERE l.location_id = ANY($1::int[])",
+    [PART_USERS] = "SELECT " USER_COLS "  FROM users u"
                    "  LEFT JOIN userroles ur ON ur.user_id = u.user_id"
                    "  LEFT JOIN roles r ON r.role_id = ur.role_id"
                    " WHERE u.user_id = ANY($1::uuid[])"
@@ -263,10 +259,9 @@ static const char SQL_RETIRED_ROLES[] =
     "   AND NOT EXISTS (SELECT 1 FROM roles r WHERE r.role_name = rn.name)"
     " ORDER BY rn.entity_key, rn.name";
 
-static const char SQL_FEED[] =
-    "SELECT txid::text, seq, entity, entity_key FROM change_feed"
-    " WHERE (txid, seq) > ($1::xid8, $2::int8) AND txid < $3::xid8"
-    " ORDER BY txid, seq LIMIT $4::int";
+static const char SQL_FEED[] = "SELECT txid::text, seq, entity, entity_key FROM change_feed"
+                               " WHERE (txid, seq) > ($1::xid8, $2::int8) AND txid < $3::xid8"
+                               " ORDER BY txid, seq LIMIT $4::int";
 
 /* ---- adding changes ---------------------------------------------------------------------- */
 
@@ -285,8 +280,7 @@ static enum mw_err add(struct page *pg, const struct mw_change *c, struct mw_err
     return MW_OK;
 }
 
-static enum mw_err add_location(struct page *pg, const PGresult *r, int row,
-                                struct mw_error *err)
+static enum mw_err add_location(struct page *pg, const PGresult *r, int row, struct mw_error *err)
 {
     char name[MW_LOCATION_NAME_MAX + 1];
     char address[MW_FREE_TEXT_MAX + 1];
@@ -478,11 +472,11 @@ static enum mw_err snapshot(struct page *pg, const struct cursor *c, bool *done_
 
 struct ent {
     enum part kind;
-    const char *key;   /* into the feed result */
-    int first_row;     /* first feed row naming it */
-    int state_row;     /* its row in the state result, -1 when it does not exist */
-    int retired_row;   /* its first row in the retired-names result, -1 when none */
-    bool valid;        /* the key parses */
+    const char *key; /* into the feed result */
+    int first_row;   /* first feed row naming it */
+    int state_row;   /* its row in the state result, -1 when it does not exist */
+    int retired_row; /* its first row in the retired-names result, -1 when none */
+    bool valid;      /* the key parses */
 };
 
 struct eset {
@@ -624,9 +618,8 @@ static enum mw_err add_entity(struct page *pg, const struct ent *e, PGresult *co
         return MW_OK;
     if (e->retired_row >= 0) {
         const PGresult *r = retired[e->kind];
-        for (int k = e->retired_row; k < PQntuples(r) && rc == MW_OK &&
-                                     strcmp(PQgetvalue(r, k, 0), e->key) == 0;
-             k++) {
+        for (int k = e->retired_row;
+             k < PQntuples(r) && rc == MW_OK && strcmp(PQgetvalue(r, k, 0), e->key) == 0; k++) {
             const char *name = PQgetvalue(r, k, 1);
             struct mw_change c = {.op = MW_CHANGE_DELETE};
             if (e->kind == PART_ITEMS) {

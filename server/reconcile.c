@@ -17,7 +17,7 @@
 
 /* One column's literal. A push body is at most MW_PUSH_BODY_MAX bytes and escaping at most
  * doubles a string, so no column of a valid push comes near this. */
-#define ARR_LIMIT (64u * 1024u * 1024u)
+#define ARR_LIMIT  (64u * 1024u * 1024u)
 /* The messages of one push: 5,000 results of at most a few hundred bytes each. */
 #define TEXT_LIMIT (32u * 1024u * 1024u)
 #define NONE       SIZE_MAX
@@ -65,7 +65,10 @@ static void arr_sep(struct mw_reconcile_arr *a)
         a->b.data[a->b.len] = '\0';
         a->closed = false;
     }
-    arr_put(a, a->n == 0 ? "{" : ",", 1);
+    if (a->b.len == 0)
+        arr_put(a, "{", 1);
+    else if (a->n > 0)
+        arr_put(a, ",", 1);
     a->n++;
 }
 
@@ -129,7 +132,7 @@ void mw_reconcile_arr_null(struct mw_reconcile_arr *a)
 const char *mw_reconcile_arr_text(struct mw_reconcile_arr *a, enum mw_err *rc_out)
 {
     if (!a->closed) {
-        if (a->n == 0)
+        if (a->b.len == 0)
             arr_put(a, "{", 1);
         arr_put(a, "}", 1);
         a->closed = a->rc == MW_OK;
@@ -199,10 +202,10 @@ struct batch {
 
     /* per op (push->n_ops) */
     size_t *op_item, *op_user, *op_loc;
-    size_t *msg_off;        /* into ctx->text; NONE for no message */
-    bool *dup;              /* recorded before */
-    int64_t *count_sum;     /* count ops: later non-count deltas in the database */
-    bool *count_later;      /* count ops: a later count in the database */
+    size_t *msg_off;    /* into ctx->text; NONE for no message */
+    bool *dup;          /* recorded before */
+    int64_t *count_sum; /* count ops: later non-count deltas in the database */
+    bool *count_later;  /* count ops: a later count in the database */
 
     struct item *items; /* distinct SKUs, sorted by strcmp */
     size_t n_items;
@@ -368,8 +371,8 @@ static PGresult *run(struct batch *b, const char *sql, int n, const char *const 
                      ExecStatusType want, const char *what, struct mw_error *err)
 {
     b->stats->statements++;
-    PGresult *res = n ? PQexecParams(b->conn, sql, n, NULL, params, NULL, NULL, 0)
-                      : PQexec(b->conn, sql);
+    PGresult *res =
+        n ? PQexecParams(b->conn, sql, n, NULL, params, NULL, NULL, 0) : PQexec(b->conn, sql);
     if (!res || PQresultStatus(res) != want) {
         note_state(b, res);
         mw_db_fail(err, b->conn, res, what);
@@ -423,8 +426,8 @@ static enum mw_err plan(struct batch *b, struct mw_error *err)
         skus = mw_calloc(n, sizeof *skus);
         uids = mw_calloc(n, sizeof *uids);
         lids = mw_calloc(n, sizeof *lids);
-        if (!b->op_item || !b->op_user || !b->op_loc || !b->msg_off || !b->dup ||
-            !b->count_sum || !b->count_later || !b->moves || !skus || !uids || !lids)
+        if (!b->op_item || !b->op_user || !b->op_loc || !b->msg_off || !b->dup || !b->count_sum ||
+            !b->count_later || !b->moves || !skus || !uids || !lids)
             goto fail;
     }
     b->one_user = true;
@@ -536,25 +539,22 @@ static const char SQL_DEVICE[] =
     "       set_config('midway.user_id', $2, true)"
     "  FROM device d WHERE d.device_id = $1 FOR NO KEY UPDATE OF d";
 
-static const char SQL_RECEIVED[] =
-    "SELECT op_id::text, status, error_code, error_message"
-    "  FROM received_op WHERE op_id = ANY($1::uuid[])";
+static const char SQL_RECEIVED[] = "SELECT op_id::text, status, error_code, error_message"
+                                   "  FROM received_op WHERE op_id = ANY($1::uuid[])";
 
-static const char SQL_USERS[] =
-    "SELECT u.user_id::text, u.is_active, rp.permission"
-    "  FROM users u"
-    "  LEFT JOIN userroles ur ON ur.user_id = u.user_id"
-    "  LEFT JOIN role_permission rp ON rp.role_id = ur.role_id"
-    " WHERE u.user_id = ANY($1::uuid[])";
+static const char SQL_USERS[] = "SELECT u.user_id::text, u.is_active, rp.permission"
+                                "  FROM users u"
+                                "  LEFT JOIN userroles ur ON ur.user_id = u.user_id"
+                                "  LEFT JOIN role_permission rp ON rp.role_id = ur.role_id"
+                                " WHERE u.user_id = ANY($1::uuid[])";
 
 static const char SQL_LOCATIONS[] =
     "SELECT location_id, is_active FROM locations WHERE location_id = ANY($1::int[])";
 
 /* resource_id order is the one lock order every batch uses. */
-static const char SQL_ITEMS[] =
-    "SELECT resource_id::text, item_sku, quantity, location_id"
-    "  FROM inventory WHERE item_sku = ANY($1::text[])"
-    " ORDER BY resource_id FOR NO KEY UPDATE";
+static const char SQL_ITEMS[] = "SELECT resource_id::text, item_sku, quantity, location_id"
+                                "  FROM inventory WHERE item_sku = ANY($1::text[])"
+                                " ORDER BY resource_id FOR NO KEY UPDATE";
 
 /* Runs after SQL_ITEMS locked the items: every movement of them committed before is visible
  * to this statement's snapshot, and no other batch can add one until we commit. */
@@ -626,8 +626,8 @@ static enum mw_err read_received(struct batch *b, struct mw_error *err)
         struct mw_op_result *out = &ctx->results[lo];
         b->dup[lo] = true;
         out->status = MW_RESULT_DUPLICATE;
-        out->first = strcmp(PQgetvalue(res, r, 1), "applied") == 0 ? MW_RESULT_APPLIED
-                                                                    : MW_RESULT_REJECTED;
+        out->first =
+            strcmp(PQgetvalue(res, r, 1), "applied") == 0 ? MW_RESULT_APPLIED : MW_RESULT_REJECTED;
         if (out->first == MW_RESULT_REJECTED) {
             const char *code = PQgetvalue(res, r, 2);
             out->code = mw_proto_reject_parse(code, strlen(code));
@@ -817,8 +817,8 @@ static size_t message(struct batch *b, enum mw_err *rc, const char *fmt, ...)
     return off;
 }
 
-static void ledger(struct batch *b, const struct mw_op *op, const struct item *it,
-                   const char *kind, int64_t delta)
+static void ledger(struct batch *b, const struct mw_op *op, const struct item *it, const char *kind,
+                   int64_t delta)
 {
     struct table *t = &b->lg;
     mw_reconcile_arr_uuid(col(t, LG_RID), &it->rid, false);
@@ -856,8 +856,8 @@ static void event_row(struct batch *b, const char *source, const char *type, con
 }
 
 /* The count discrepancy: counted plus the later movements was below zero. */
-static enum mw_err count_error_event(struct batch *b, const struct mw_op *op,
-                                     const struct item *it, int64_t before, int64_t later)
+static enum mw_err count_error_event(struct batch *b, const struct mw_op *op, const struct item *it,
+                                     int64_t before, int64_t later)
 {
     struct mw_buf *s = &b->scratch;
     char id[MW_UUID_STR_SIZE];
@@ -896,8 +896,9 @@ static enum mw_reject apply_op(struct batch *b, size_t i, size_t *msg, enum mw_e
             goto unknown_sku;
         int64_t q = it->qty + op->u.adjust.delta;
         if (q < 0) {
-            *msg = message(b, rc, "adjusting sku \"%s\" by %" PRId32 " needs %" PRId64
-                                  " more in stock: %" PRId64 " on hand",
+            *msg = message(b, rc,
+                           "adjusting sku \"%s\" by %" PRId32 " needs %" PRId64
+                           " more in stock: %" PRId64 " on hand",
                            it->sku, op->u.adjust.delta, -q, it->qty);
             return MW_REJECT_INSUFFICIENT_STOCK;
         }
@@ -1002,8 +1003,8 @@ static enum mw_reject apply_op(struct batch *b, size_t i, size_t *msg, enum mw_e
     }
     case MW_OP_EVENT_RECORD: {
         const struct mw_op_event *x = &op->u.event;
-        event_row(b, x->source_system, x->event_type, &op->at_ms, x->details,
-                  strlen(x->details), &op->correlation_id, &op->user_id);
+        event_row(b, x->source_system, x->event_type, &op->at_ms, x->details, strlen(x->details),
+                  &op->correlation_id, &op->user_id);
         return MW_REJECT_NONE;
     }
     case MW_OP_UNKNOWN:
@@ -1016,12 +1017,11 @@ unknown_sku:
     *msg = message(b, rc, "sku \"%s\" is not known", op_sku(op) ? op_sku(op) : "");
     return MW_REJECT_UNKNOWN_SKU;
 unknown_location:
-    *msg = message(b, rc, "location %" PRId32 " does not exist or is not active",
-                   l ? l->id : 0);
+    *msg = message(b, rc, "location %" PRId32 " does not exist or is not active", l ? l->id : 0);
     return MW_REJECT_UNKNOWN_LOCATION;
 too_many:
-    *msg = message(b, rc, "the quantity of sku \"%s\" would exceed %d", it ? it->sku : "",
-                   INT32_MAX);
+    *msg =
+        message(b, rc, "the quantity of sku \"%s\" would exceed %d", it ? it->sku : "", INT32_MAX);
     return MW_REJECT_INVALID;
 }
 
@@ -1139,8 +1139,8 @@ static enum mw_err simulate(struct batch *b, struct mw_error *err)
         rc = mw_buf_append_str(s, "}}");
     if (rc != MW_OK)
         return mw_fail(err, MW_ENOMEM, "reconcile: out of memory for the sync event");
-    event_row(b, MW_RECONCILE_SOURCE, "sync", NULL, (const char *)s->data, s->len,
-              b->request_cid, NULL);
+    event_row(b, MW_RECONCILE_SOURCE, "sync", NULL, (const char *)s->data, s->len, b->request_cid,
+              NULL);
     return MW_OK;
 }
 
@@ -1201,8 +1201,7 @@ static const char SQL_EVENTS[] =
 
 /* Runs one write whose parameters are fixed[0..nfixed) followed by t's columns. */
 static enum mw_err write_table(struct batch *b, const char *sql, const char *const *fixed,
-                               int nfixed, struct table *t, const char *what,
-                               struct mw_error *err)
+                               int nfixed, struct table *t, const char *what, struct mw_error *err)
 {
     const char *params[2 + COLS_MAX];
     enum mw_err rc = table_rc(t);
@@ -1393,7 +1392,8 @@ enum mw_err mw_reconcile_push(struct mw_reconcile_ctx *ctx, PGconn *conn, const 
     for (;;) {
         struct mw_error e = {0};
         stats->attempts++;
-        memset(ctx->results, 0, push->n_ops * sizeof *ctx->results);
+        if (push->n_ops)
+            memset(ctx->results, 0, push->n_ops * sizeof *ctx->results);
         rc = attempt(&b, &e);
         if (rc == MW_OK)
             break;
@@ -1413,8 +1413,7 @@ enum mw_err mw_reconcile_push(struct mw_reconcile_ctx *ctx, PGconn *conn, const 
                         (r->status == MW_RESULT_DUPLICATE && r->first == MW_RESULT_REJECTED);
         if (has_code) {
             r->code_name = mw_proto_reject_name(r->code);
-            r->message =
-                b.msg_off[i] != NONE ? (const char *)ctx->text.data + b.msg_off[i] : "";
+            r->message = b.msg_off[i] != NONE ? (const char *)ctx->text.data + b.msg_off[i] : "";
         }
     }
     ctx->n_results = push->n_ops;

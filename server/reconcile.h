@@ -24,7 +24,7 @@
  * MW_RECONCILE_STATEMENTS_MAX statements; the count depends on which op types a batch holds,
  * never on how many ops it holds.
  *
- * Semantics beyond the protocol text (docs/protocol.md repeats them):
+ * Semantics beyond the protocol text:
  * - Checks per op, first failure wins: duplicate (op_id recorded before; nothing else is
  *   looked at), the decoder's verdict (invalid, unknown_type), unknown_user (unknown or
  *   inactive), forbidden (none of the user's roles holds the op type in role_permission),
@@ -77,11 +77,11 @@
 #define MW_RECONCILE_SOURCE "midway-server"
 
 struct mw_reconcile_stats {
-    size_t applied;      /* ops applied by this push */
-    size_t rejected;     /* ops rejected by this push (recorded with their code) */
-    size_t duplicate;    /* ops recorded before this push */
-    unsigned statements; /* SQL statements sent (PQexec/PQexecParams calls), every attempt */
-    unsigned attempts;   /* transactions begun: 1 unless a retry was needed */
+    size_t applied;             /* ops applied by this push */
+    size_t rejected;            /* ops rejected by this push (recorded with their code) */
+    size_t duplicate;           /* ops recorded before this push */
+    unsigned statements;        /* SQL statements sent (PQexec/PQexecParams calls), every attempt */
+    unsigned attempts;          /* transactions begun: 1 unless a retry was needed */
     unsigned retries_deadlock;  /* attempts lost to 40P01 */
     unsigned retries_serialize; /* attempts lost to 40001 */
     unsigned retries_unique;    /* attempts lost to 23505 (a concurrent new SKU or op_id) */
@@ -116,8 +116,7 @@ void mw_reconcile_ctx_cleanup(struct mw_reconcile_ctx *ctx);
 MW_NODISCARD enum mw_err mw_reconcile_push(struct mw_reconcile_ctx *ctx, PGconn *conn,
                                            const char *device_id, const struct mw_push *push,
                                            const struct mw_uuid *request_cid,
-                                           struct mw_reconcile_stats *stats,
-                                           struct mw_error *err);
+                                           struct mw_reconcile_stats *stats, struct mw_error *err);
 
 /* ---- PostgreSQL array literals ------------------------------------------------------------
  * Batch values reach PostgreSQL as one text-array parameter per column ("{...}" literals,

@@ -1,0 +1,66 @@
+/* client.h - the agent's HTTPS client (libcurl): one easy handle kept for the agent's life, so
+ * every request of a sync (and of later syncs) goes over the same TLS connection while the
+ * server keeps it open. The server is always verified against the configured CA file: peer and
+ * host verification are set on every request and there is no option to turn them off.
+ * Answers are read into a buffer with a ceiling, so a hostile or broken server cannot grow the
+ * agent's memory.
+ * Thread safety: one struct mw_client per thread (a curl easy handle is not shared). */
+#ifndef MIDWAY_AGENT_CLIENT_H
+#define MIDWAY_AGENT_CLIENT_H
+#include "buf.h"
+#include "midway/agent.h"
+#include "midway/err.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Bearer tokens are printable ASCII; anything longer than this is not one of ours. */
+#define MW_CLIENT_TOKEN_MAX 1024
+/* Retry-After values above this are treated as this: a server asking a gateway to wait more
+ * than an hour is misconfigured, and the daemon's own interval takes over. */
+#define MW_CLIENT_RETRY_AFTER_MAX_MS 3600000
+
+struct mw_client;
+
+/* A request. Every pointer is borrowed for the duration of mw_client_request. */
+struct mw_client_req {
+    const char *url;            /* full https URL */
+    const char *ca_file;        /* PEM bundle the server's certificate must chain to */
+    const char *token;          /* bearer token; sent only in the Authorization header */
+    const char *correlation_id; /* sent as X-Correlation-ID */
+    const void *body;           /* POST body, or NULL for a GET */
+    size_t body_len;
+    int gzip;                   /* body is gzip: send Content-Encoding: gzip */
+    size_t answer_limit;        /* ceiling on the answer body */
+    int32_t connect_timeout_ms;
+    int32_t request_timeout_ms;
+    mw_agent_stop_fn stop; /* may be NULL; asked during the transfer, non-zero aborts it */
+    void *stop_ctx;
+};
+
+/* The answer. body is the caller's buffer: mw_client_request resets it and sets its limit. */
+struct mw_client_resp {
+    long status;             /* HTTP status; 0 when no answer came */
+    struct mw_buf body;      /* the answer body (NUL-terminated) */
+    int64_t retry_after_ms;  /* Retry-After (seconds form), 0 when absent */
+    char correlation_id[65]; /* the X-Correlation-ID the server echoed, "" when absent */
+    int not_sent;            /* on MW_ENET: 1 when the request certainly never reached the
+                                server (no connection, TLS handshake failed), 0 when it may
+                                have been received and acted on */
+};
+
+/* Makes a client. Errors: MW_ENOMEM, MW_EIO (libcurl could not be initialised). */
+MW_NODISCARD enum mw_err mw_client_new(struct mw_client **out, struct mw_error *err);
+
+/* Closes the connection and frees c. NULL does nothing. */
+void mw_client_free(struct mw_client *c);
+
+/* Sends req and reads the whole answer into resp. Any HTTP status is MW_OK (the caller decides
+ * what it means); resp->status tells it.
+ * Errors: MW_ENET (no connection, TLS failure including a certificate the CA does not vouch
+ * for, timeout, connection cut, or stopped by req->stop), MW_ETOOBIG (the answer passed
+ * answer_limit), MW_EINVAL (a NULL field, a token that is not printable ASCII), MW_ENOMEM. */
+MW_NODISCARD enum mw_err mw_client_request(struct mw_client *c, const struct mw_client_req *req,
+                                           struct mw_client_resp *resp, struct mw_error *err);
+
+#endif

@@ -1,0 +1,36 @@
+/* outbox.h - ops recorded on this device and not yet acknowledged by the server: recording
+ * (validation, op_id, the outbox row and its local effect in one transaction), and the
+ * transitions an answer causes (acknowledged: fold into the cache and delete; rejected: move
+ * to the rejected list). The local quantity rule these keep is in store.h.
+ * The public recording and rejected-list calls of midway/agent.h live in outbox.c.
+ * Thread safety: as struct mw_store, one per thread. */
+#ifndef MIDWAY_AGENT_OUTBOX_H
+#define MIDWAY_AGENT_OUTBOX_H
+#include "midway/err.h"
+#include "store.h"
+
+#include <stdint.h>
+
+/* Rule 2 of store.h for the outbox row seq: adds its qty_delta to the item's server_quantity,
+ * moves the item to a relocate's target, and deletes the row. Inside the caller's transaction.
+ * Errors: MW_EIO, MW_EFULL, MW_EBUSY. */
+MW_NODISCARD enum mw_err mw_outbox_ack(struct mw_store *s, int64_t seq, struct mw_error *err);
+
+/* Rule 3: moves the outbox row seq to the rejected list with code (1..64 bytes) and message
+ * (may be NULL; cut to 4096 bytes), both borrowed. An item that only this op's receive had
+ * created locally goes too. Inside the caller's transaction.
+ * Errors: MW_EIO, MW_EFULL, MW_EBUSY. */
+MW_NODISCARD enum mw_err mw_outbox_reject(struct mw_store *s, int64_t seq, const char *code,
+                                          const char *message, int64_t now_ms,
+                                          struct mw_error *err);
+
+/* Raises sync_state.last_op_id to op_id (canonical text) if it is higher, so ids made later
+ * stay above every id that has left the outbox. Inside the caller's transaction. */
+MW_NODISCARD enum mw_err mw_outbox_note_last(struct mw_store *s, const char *op_id,
+                                             struct mw_error *err);
+
+/* Ops in the outbox, and of those in flight. Errors: MW_EIO, MW_EBUSY. */
+MW_NODISCARD enum mw_err mw_outbox_count(struct mw_store *s, int64_t *total_out,
+                                         int64_t *in_flight_out, struct mw_error *err);
+
+#endif

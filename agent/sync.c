@@ -1,0 +1,902 @@
+/* sync.c - mw_agent_sync (push the outbox in bounded batches, then pull reference data) and
+ * mw_agent_status. The rules that keep the outbox and the cache right through crashes and lost
+ * answers are in store.h; the ones this file is responsible for:
+ * - an op is marked in flight (committed) before the request that carries it is sent, and
+ *   leaves the outbox only in the transaction that commits the server's answer for it;
+ * - a whole-request refusal that guarantees nothing was applied (400/401/403/413/429/503)
+ *   clears the mark; any other failure leaves it, and the next sync re-sends the same ops
+ *   (the server answers "duplicate" for what it had applied);
+ * - no pull while an op is in flight;
+ * - one batch in memory at a time, read from SQLite with a cursor on seq. */
+#include "agent_internal.h"
+#include "bounds.h"
+#include "cache.h"
+#include "client.h"
+#include "gunzip.h"
+#include "mem.h"
+#include "midway/log.h"
+#include "outbox.h"
+#include "proto.h"
+#include "settings.h"
+#include "timestamp.h"
+#include "uuid.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+/* gzip of incompressible text can come out slightly larger than its input. */
+#define SYNC_GZIP_SLACK (64u * 1024u)
+/* A 410 makes the next pull a snapshot; a second 410 right after it means the server is
+ * broken, not that the cursor aged. */
+#define SYNC_PULL_RESTARTS_MAX 2
+
+struct unsendable {
+    int64_t seq;
+    char op_id[MW_UUID_STR_SIZE];
+    char msg[160];
+};
+
+struct sync {
+    struct mw_agent *a;
+    struct mw_store *s;
+    struct mw_agent_settings *set; /* heap: ~10 KB */
+    char token[MW_CLIENT_TOKEN_MAX + 1];
+    mw_agent_stop_fn stop;
+    void *stop_ctx;
+    struct mw_agent_sync_result *res;
+    struct mw_buf body; /* the push body, reused for every batch */
+    struct mw_buf gz;   /* its gzip form */
+    struct mw_client_resp resp;
+    int64_t *seqs; /* the batch: seq and op_id of each op sent, batch_max_ops entries */
+    struct mw_uuid *ids;
+    struct unsendable *bad;
+    size_t n;
+    size_t n_bad;
+    int64_t last_read; /* seq of the last outbox row the batch consumed */
+    char url[MW_AGENT_URL_MAX + 256];
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static int stopped(struct sync *y)
+{
+    if (y->stop && y->stop(y->stop_ctx)) {
+        y->res->stopped = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static enum mw_agent_sync_outcome storage_or_failed(enum mw_err e)
+{
+    switch (e) {
+    case MW_EIO:
+    case MW_EFULL:
+    case MW_EBUSY:
+    case MW_ENOMEM:
+        return MW_AGENT_SYNC_STORAGE;
+    case MW_ENET:
+        return MW_AGENT_SYNC_UNREACHABLE;
+    default:
+        return MW_AGENT_SYNC_FAILED;
+    }
+}
+
+/* Runs a statement with up to two integer parameters and no result rows. */
+static enum mw_err exec2(struct mw_store *s, const char *sql, int64_t p1, int64_t p2,
+                         struct mw_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    enum mw_err rc = mw_store_stmt(s, sql, &st, err);
+    if (rc != MW_OK)
+        return rc;
+    if (sqlite3_bind_parameter_count(st) >= 1)
+        sqlite3_bind_int64(st, 1, p1);
+    if (sqlite3_bind_parameter_count(st) >= 2)
+        sqlite3_bind_int64(st, 2, p2);
+    int src = sqlite3_step(st);
+    if (src != SQLITE_DONE)
+        rc = mw_store_fail(s, src, err, "%.60s", sql);
+    sqlite3_reset(st);
+    return rc;
+}
+
+static enum mw_err query_i64(struct mw_store *s, const char *sql, int64_t *out,
+                             struct mw_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    enum mw_err rc = mw_store_stmt(s, sql, &st, err);
+    if (rc != MW_OK)
+        return rc;
+    int src = sqlite3_step(st);
+    *out = src == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    if (src != SQLITE_ROW && src != SQLITE_DONE)
+        rc = mw_store_fail(s, src, err, "%.60s", sql);
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* ---- one sync at a time ---------------------------------------------------------------- */
+
+/* An flock on a file beside the data file: released by the kernel when the process dies, so a
+ * killed sync never leaves a stale lock behind. */
+static enum mw_err lock_sync(struct mw_agent *a, int *fd_out, struct mw_error *err)
+{
+    char path[MW_AGENT_PATH_MAX + 32];
+    int n = snprintf(path, sizeof(path), "%s-sync.lock", a->db_path);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return mw_fail(err, MW_EINVAL, "sync lock: data file path too long");
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return mw_fail(err, MW_EIO, "sync lock %.96s: %s", path, strerror(errno));
+    int64_t deadline = mono_ms() + a->opt.busy_timeout_ms;
+    while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno != EWOULDBLOCK && errno != EINTR) {
+            int e = errno;
+            close(fd);
+            return mw_fail(err, MW_EIO, "sync lock %.96s: %s", path, strerror(e));
+        }
+        if (mono_ms() >= deadline) {
+            close(fd);
+            return mw_fail(err, MW_EBUSY,
+                           "another sync on this data file is still running (waited %d ms)",
+                           (int)a->opt.busy_timeout_ms);
+        }
+        sleep_ms(20);
+    }
+    *fd_out = fd;
+    return MW_OK;
+}
+
+/* ---- HTTP -------------------------------------------------------------------------------- */
+
+static enum mw_err request(struct sync *y, const void *body, size_t len, int gzip, size_t limit,
+                           struct mw_error *err)
+{
+    struct mw_client_req req;
+    memset(&req, 0, sizeof(req));
+    req.url = y->url;
+    req.ca_file = y->set->ca_file;
+    req.token = y->token;
+    req.correlation_id = y->res->correlation_id;
+    req.body = body;
+    req.body_len = len;
+    req.gzip = gzip;
+    req.answer_limit = limit;
+    req.connect_timeout_ms = y->a->opt.connect_timeout_ms;
+    req.request_timeout_ms = y->a->opt.request_timeout_ms;
+    req.stop = y->stop;
+    req.stop_ctx = y->stop_ctx;
+    enum mw_err rc = mw_client_request(y->a->client, &req, &y->resp, err);
+    y->res->http_status = (int)y->resp.status;
+    if (y->resp.retry_after_ms > 0)
+        y->res->retry_after_ms = y->resp.retry_after_ms;
+    return rc;
+}
+
+/* The server's error text for a non-200 answer, for the message. */
+static void error_text(struct sync *y, char *out, size_t size)
+{
+    struct mw_proto_error pe;
+    struct mw_error e = {0};
+    out[0] = '\0';
+    if (y->resp.body.len > 0 &&
+        mw_proto_error_decode((const char *)y->resp.body.data, y->resp.body.len, &pe, &e) ==
+            MW_OK)
+        snprintf(out, size, "%.64s%s%.300s", pe.code, pe.message[0] ? ": " : "", pe.message);
+}
+
+/* Maps an answer that is neither 200 nor handled by the caller to the outcome and error. */
+static enum mw_err http_failure(struct sync *y, const char *what, struct mw_error *err)
+{
+    char text[400];
+    long st = y->resp.status;
+    error_text(y, text, sizeof(text));
+    if (st == 401) {
+        y->res->outcome = MW_AGENT_SYNC_UNAUTHORIZED;
+        return mw_fail(err, MW_EAUTH,
+                       "%s: the server refused the device token (401%s%s): it is wrong, "
+                       "expired or revoked; put a valid token in %.200s",
+                       what, text[0] ? " " : "", text, y->set->token_file);
+    }
+    if (st == 403) {
+        y->res->outcome = MW_AGENT_SYNC_UNAUTHORIZED;
+        return mw_fail(err, MW_EAUTH,
+                       "%s: the server refused device '%s' for this token (403%s%s)", what,
+                       y->set->device_id, text[0] ? " " : "", text);
+    }
+    if (st == 429 || st >= 500) {
+        y->res->outcome = MW_AGENT_SYNC_UNREACHABLE;
+        return mw_fail(err, MW_ENET, "%s: server busy or failing (%ld%s%s); retry later", what,
+                       st, text[0] ? " " : "", text);
+    }
+    y->res->outcome = MW_AGENT_SYNC_FAILED;
+    return mw_fail(err, MW_EMALFORMED, "%s: unexpected answer %ld%s%s", what, st,
+                   text[0] ? " " : "", text);
+}
+
+/* ---- push ---------------------------------------------------------------------------------- */
+
+static const char SQL_BATCH[] =
+    "SELECT seq, op_id, correlation_id, type, at_ms, user_id, data FROM outbox"
+    " WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3";
+
+static void add_bad(struct sync *y, int64_t seq, const char *op_id, const char *msg)
+{
+    struct unsendable *b = &y->bad[y->n_bad++];
+    b->seq = seq;
+    snprintf(b->op_id, sizeof(b->op_id), "%s", op_id ? op_id : "");
+    snprintf(b->msg, sizeof(b->msg), "%.150s", msg);
+}
+
+/* Reads up to cap ops after `after` (and at most up to max_seq) and encodes those that fit
+ * the byte budget. The statement is reset before returning, so no read snapshot stays open
+ * while the request is on the wire. */
+static enum mw_err build_batch(struct sync *y, int64_t after, int64_t max_seq, int32_t cap,
+                               struct mw_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    struct mw_push_enc enc;
+    struct mw_uuid batch_id;
+    enum mw_err rc;
+
+    y->n = 0;
+    y->n_bad = 0;
+    y->last_read = after;
+    mw_buf_reset(&y->body);
+    rc = mw_uuid_v7(&batch_id, err);
+    if (rc != MW_OK)
+        return rc;
+    rc = mw_proto_push_begin(&enc, &y->body, (size_t)y->a->opt.batch_max_bytes,
+                             y->set->device_id, &batch_id, err);
+    if (rc != MW_OK)
+        return rc;
+    rc = mw_store_stmt(y->s, SQL_BATCH, &st, err);
+    if (rc != MW_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, after);
+    sqlite3_bind_int64(st, 2, max_seq);
+    sqlite3_bind_int(st, 3, cap);
+    int src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        struct mw_op op;
+        struct mw_error e = {0};
+        memset(&op, 0, sizeof(op));
+        int64_t seq = sqlite3_column_int64(st, 0);
+        const char *op_id = (const char *)sqlite3_column_text(st, 1);
+        const char *cid = (const char *)sqlite3_column_text(st, 2);
+        const char *type = (const char *)sqlite3_column_text(st, 3);
+        const char *uid = (const char *)sqlite3_column_text(st, 5);
+        const char *data = (const char *)sqlite3_column_text(st, 6);
+        int data_len = sqlite3_column_bytes(st, 6);
+        op.at_ms = sqlite3_column_int64(st, 4);
+        /* Rows come from our own recording code, but the file is still input: a row that
+         * cannot be sent is set aside as rejected instead of blocking every op behind it. */
+        enum mw_err add = MW_EMALFORMED;
+        if (type)
+            op.type = mw_proto_op_type_parse(type, strlen(type));
+        if (!op_id || mw_uuid_parse(op_id, strlen(op_id), &op.op_id) != MW_OK)
+            snprintf(e.msg, sizeof(e.msg), "bad op_id in the data file");
+        else if (!cid || mw_uuid_parse(cid, strlen(cid), &op.correlation_id) != MW_OK)
+            snprintf(e.msg, sizeof(e.msg), "bad correlation id in the data file");
+        else if (!uid || mw_uuid_parse(uid, strlen(uid), &op.user_id) != MW_OK)
+            snprintf(e.msg, sizeof(e.msg), "op has no user");
+        else if (op.type == MW_OP_UNKNOWN)
+            snprintf(e.msg, sizeof(e.msg), "unknown op type");
+        else if (!data)
+            snprintf(e.msg, sizeof(e.msg), "op has no data");
+        else {
+            op.data_json = data;
+            op.data_len = (size_t)data_len;
+            add = mw_proto_push_add(&enc, &op, &e);
+        }
+        if (add == MW_EFULL) {
+            if (y->n == 0) {
+                /* Cannot happen: the budget's minimum holds the largest op. */
+                rc = mw_fail(err, MW_EINVAL, "push: op %s does not fit an empty batch",
+                             op_id);
+                break;
+            }
+            break; /* it starts the next batch */
+        }
+        if (add == MW_ENOMEM) {
+            rc = mw_fail(err, MW_ENOMEM, "push: %s", e.msg);
+            break;
+        }
+        y->last_read = seq;
+        if (add == MW_OK) {
+            y->seqs[y->n] = seq;
+            y->ids[y->n] = op.op_id;
+            y->n++;
+        } else {
+            add_bad(y, seq, op_id, e.msg);
+        }
+    }
+    if (rc == MW_OK && src != SQLITE_ROW && src != SQLITE_DONE)
+        rc = mw_store_fail(y->s, src, err, "read outbox");
+    sqlite3_reset(st);
+    if (rc == MW_OK && y->n > 0)
+        rc = mw_proto_push_end(&enc, err);
+    return rc;
+}
+
+/* Commits, before the request goes out: the unsendable ops moved to rejected, and the batch
+ * marked in flight (with its attempt counted). */
+static enum mw_err mark_batch(struct sync *y, struct mw_error *err)
+{
+    int64_t now = mw_timestamp_now_ms();
+    enum mw_err rc = mw_store_begin(y->s, err);
+    if (rc != MW_OK)
+        return rc;
+    for (size_t i = 0; i < y->n_bad && rc == MW_OK; i++) {
+        rc = mw_outbox_reject(y->s, y->bad[i].seq, "unsendable", y->bad[i].msg, now, err);
+        if (rc == MW_OK && y->bad[i].op_id[0])
+            rc = mw_outbox_note_last(y->s, y->bad[i].op_id, err);
+        MW_LOG(MW_LOG_WARN, y->res->correlation_id, "op seq %lld cannot be sent: %s",
+               (long long)y->bad[i].seq, y->bad[i].msg);
+    }
+    for (size_t i = 0; i < y->n && rc == MW_OK; i++)
+        rc = exec2(y->s,
+                   "UPDATE outbox SET in_flight = 1, attempts = attempts + 1,"
+                   " last_attempt_ms = ?2 WHERE seq = ?1",
+                   y->seqs[i], now, err);
+    if (rc == MW_OK)
+        rc = mw_store_commit(y->s, err);
+    else
+        mw_store_rollback(y->s);
+    y->res->rejected += (int64_t)y->n_bad;
+    return rc;
+}
+
+/* The server guaranteed nothing of the batch was applied: the ops are plain pending again. */
+static enum mw_err unmark_batch(struct sync *y, struct mw_error *err)
+{
+    if (y->n == 0)
+        return MW_OK;
+    enum mw_err rc = mw_store_begin(y->s, err);
+    if (rc == MW_OK)
+        rc = exec2(y->s,
+                   "UPDATE outbox SET in_flight = 0 WHERE seq BETWEEN ?1 AND ?2"
+                   " AND in_flight = 1",
+                   y->seqs[0], y->seqs[y->n - 1], err);
+    if (rc == MW_OK)
+        rc = mw_store_commit(y->s, err);
+    else
+        mw_store_rollback(y->s);
+    return rc;
+}
+
+/* Commits the per-op answers of a 200 in one transaction (rules 2 and 3 of store.h). */
+static enum mw_err commit_results(struct sync *y, const struct mw_results *r,
+                                  struct mw_error *err)
+{
+    int64_t now = mw_timestamp_now_ms();
+    int64_t applied = 0, dup = 0, rejected = 0;
+    enum mw_err rc = mw_store_begin(y->s, err);
+    if (rc != MW_OK)
+        return rc;
+    for (size_t i = 0; i < r->n && rc == MW_OK; i++) {
+        const struct mw_op_result *it = &r->items[i];
+        int rejected_now = it->status == MW_RESULT_REJECTED ||
+                           (it->status == MW_RESULT_DUPLICATE && it->first == MW_RESULT_REJECTED);
+        if (rejected_now) {
+            const char *code = it->code_name && it->code_name[0] ? it->code_name : "rejected";
+            rc = mw_outbox_reject(y->s, y->seqs[i], code, it->message, now, err);
+            rejected++;
+            if (rc == MW_OK && mw_log_threshold >= MW_LOG_WARN) {
+                char id[MW_UUID_STR_SIZE];
+                char q[MW_LOG_QUOTE_MAX + 8];
+                mw_uuid_format(&it->op_id, id);
+                MW_LOG_DEV(MW_LOG_WARN, y->res->correlation_id, y->set->device_id,
+                           "op %s rejected: %s %s", id, code,
+                           mw_log_quote(it->message ? it->message : "", q, sizeof(q)));
+            }
+        } else {
+            rc = mw_outbox_ack(y->s, y->seqs[i], err);
+        }
+        if (it->status == MW_RESULT_DUPLICATE)
+            dup++;
+        else if (it->status == MW_RESULT_APPLIED)
+            applied++;
+    }
+    if (rc == MW_OK && y->n > 0) {
+        char last[MW_UUID_STR_SIZE];
+        mw_uuid_format(&y->ids[y->n - 1], last);
+        rc = mw_outbox_note_last(y->s, last, err);
+    }
+    if (rc == MW_OK)
+        rc = mw_store_commit(y->s, err);
+    else
+        mw_store_rollback(y->s);
+    if (rc == MW_OK) {
+        y->res->pushed += (int64_t)r->n;
+        y->res->applied += applied;
+        y->res->duplicate += dup;
+        y->res->rejected += rejected;
+        y->res->batches++;
+    }
+    return rc;
+}
+
+/* A single op the server finds too large (413) even alone can never be sent. */
+static enum mw_err reject_too_large(struct sync *y, struct mw_error *err)
+{
+    char id[MW_UUID_STR_SIZE];
+    mw_uuid_format(&y->ids[0], id);
+    enum mw_err rc = mw_store_begin(y->s, err);
+    if (rc == MW_OK)
+        rc = mw_outbox_reject(y->s, y->seqs[0], "too_large",
+                              "the server refused the op as too large (413)",
+                              mw_timestamp_now_ms(), err);
+    if (rc == MW_OK)
+        rc = mw_outbox_note_last(y->s, id, err);
+    if (rc == MW_OK)
+        rc = mw_store_commit(y->s, err);
+    else
+        mw_store_rollback(y->s);
+    if (rc == MW_OK)
+        y->res->rejected++;
+    return rc;
+}
+
+static enum mw_err push_all(struct sync *y, struct mw_error *err)
+{
+    int64_t max_seq = 0;
+    int64_t after = 0;
+    int32_t cap = y->a->opt.batch_max_ops;
+    enum mw_err rc = query_i64(y->s, "SELECT COALESCE(MAX(seq), 0) FROM outbox", &max_seq, err);
+    if (rc != MW_OK) {
+        y->res->outcome = storage_or_failed(rc);
+        return rc;
+    }
+    snprintf(y->url, sizeof(y->url), "%s/v1/sync/push", y->set->server_url);
+    for (;;) {
+        if (stopped(y))
+            return MW_OK;
+        rc = build_batch(y, after, max_seq, cap, err);
+        if (rc == MW_OK && (y->n > 0 || y->n_bad > 0))
+            rc = mark_batch(y, err);
+        if (rc != MW_OK) {
+            y->res->outcome = storage_or_failed(rc);
+            return rc;
+        }
+        if (y->n == 0 && y->n_bad == 0)
+            return MW_OK; /* everything recorded before this sync has been answered */
+        if (y->n == 0) {
+            after = y->last_read;
+            continue;
+        }
+        mw_buf_reset(&y->gz);
+        rc = mw_gunzip_compress(y->body.data, y->body.len, &y->gz, err);
+        if (rc != MW_OK) {
+            y->res->outcome = storage_or_failed(rc);
+            return rc;
+        }
+        int64_t t0 = mono_ms();
+        rc = request(y, y->gz.data, y->gz.len, 1, MW_JSON_DOC_MAX, err);
+        if (rc != MW_OK) {
+            /* No answer: the server may or may not have applied the batch. The ops stay in
+             * flight and go again next time; "duplicate" answers will fold them then. Only a
+             * request that never left is plain pending again. */
+            y->res->outcome = rc == MW_ENET ? MW_AGENT_SYNC_UNREACHABLE : MW_AGENT_SYNC_FAILED;
+            if (y->resp.not_sent) {
+                struct mw_error e = {0};
+                if (unmark_batch(y, &e) != MW_OK)
+                    MW_LOG(MW_LOG_WARN, y->res->correlation_id, "push: %s", e.msg);
+            }
+            return rc;
+        }
+        long status = y->resp.status;
+        MW_LOG_DEV(MW_LOG_DEBUG, y->res->correlation_id, y->set->device_id,
+                   "push: %zu ops, %zu bytes (%zu gzip): %ld in %lld ms", y->n, y->body.len,
+                   y->gz.len, status, (long long)(mono_ms() - t0));
+        if (status == 200) {
+            struct mw_results *r = NULL;
+            rc = mw_proto_results_decode((const char *)y->resp.body.data, y->resp.body.len,
+                                         y->ids, y->n, &r, err);
+            if (rc != MW_OK) {
+                y->res->outcome = rc == MW_ENOMEM ? MW_AGENT_SYNC_STORAGE : MW_AGENT_SYNC_FAILED;
+                return mw_fail(err, rc, "push: the server's answer does not answer the batch");
+            }
+            rc = commit_results(y, r, err);
+            mw_proto_results_free(r);
+            if (rc != MW_OK) {
+                y->res->outcome = storage_or_failed(rc);
+                return rc;
+            }
+            after = y->last_read;
+            continue;
+        }
+        /* Refusals of the whole request, before anything was applied. */
+        if (status == 400 || status == 401 || status == 403 || status == 413 || status == 429 ||
+            status == 503) {
+            enum mw_err u = unmark_batch(y, err);
+            if (u != MW_OK) {
+                y->res->outcome = storage_or_failed(u);
+                return u;
+            }
+        }
+        if (status == 413) {
+            if (y->n > 1) {
+                cap = (int32_t)(y->n / 2);
+                continue;
+            }
+            rc = reject_too_large(y, err);
+            if (rc != MW_OK) {
+                y->res->outcome = storage_or_failed(rc);
+                return rc;
+            }
+            after = y->last_read;
+            continue;
+        }
+        return http_failure(y, "push", err);
+    }
+}
+
+/* ---- pull ---------------------------------------------------------------------------------- */
+
+struct pull_state {
+    char cursor[MW_CURSOR_MAX + 1];
+    int64_t gen;
+    int open;
+};
+
+static enum mw_err read_pull_state(struct mw_store *s, struct pull_state *p, struct mw_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    memset(p, 0, sizeof(*p));
+    enum mw_err rc = mw_store_stmt(
+        s, "SELECT cursor, snapshot_gen, snapshot_open FROM sync_state WHERE id = 1", &st, err);
+    if (rc != MW_OK)
+        return rc;
+    int src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        const unsigned char *c = sqlite3_column_text(st, 0);
+        if (c && mw_proto_cursor_valid((const char *)c))
+            snprintf(p->cursor, sizeof(p->cursor), "%s", (const char *)c);
+        p->gen = sqlite3_column_int64(st, 1);
+        p->open = sqlite3_column_int(st, 2);
+    } else {
+        rc = mw_store_fail(s, src, err, "read sync state");
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+static enum mw_err commit_page(struct sync *y, const struct pull_state *before,
+                               const struct mw_pull *page, struct mw_error *err)
+{
+    int64_t gen = before->gen;
+    int open = before->open;
+    if (!before->cursor[0]) {
+        gen++; /* a snapshot: a new generation replaces the cache when it is complete */
+        open = 1;
+    }
+    enum mw_err rc = mw_store_begin(y->s, err);
+    if (rc != MW_OK)
+        return rc;
+    int64_t in_flight = 0;
+    rc = query_i64(y->s, "SELECT count(*) FROM outbox WHERE in_flight = 1", &in_flight, err);
+    if (rc == MW_OK && in_flight > 0)
+        rc = mw_fail(err, MW_EINVAL, "pull: %lld ops in flight; push first",
+                     (long long)in_flight);
+    if (rc == MW_OK)
+        rc = mw_cache_apply(y->s, page, gen, err);
+    if (rc == MW_OK && open && !page->has_more) {
+        rc = mw_cache_drop_stale(y->s, gen, err);
+        open = 0;
+    }
+    if (rc == MW_OK) {
+        sqlite3_stmt *st = NULL;
+        rc = mw_store_stmt(y->s,
+                           "UPDATE sync_state SET cursor = ?1, snapshot_gen = ?2,"
+                           " snapshot_open = ?3 WHERE id = 1",
+                           &st, err);
+        if (rc == MW_OK) {
+            sqlite3_bind_text(st, 1, page->cursor, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 2, gen);
+            sqlite3_bind_int(st, 3, open);
+            int src = sqlite3_step(st);
+            if (src != SQLITE_DONE)
+                rc = mw_store_fail(y->s, src, err, "save cursor");
+            sqlite3_reset(st);
+        }
+    }
+    if (rc == MW_OK)
+        rc = mw_store_commit(y->s, err);
+    else
+        mw_store_rollback(y->s);
+    return rc;
+}
+
+static enum mw_err pull_all(struct sync *y, struct mw_error *err)
+{
+    int restarts = 0;
+    for (;;) {
+        struct pull_state ps;
+        if (stopped(y))
+            return MW_OK;
+        enum mw_err rc = read_pull_state(y->s, &ps, err);
+        if (rc != MW_OK) {
+            y->res->outcome = storage_or_failed(rc);
+            return rc;
+        }
+        int n = snprintf(y->url, sizeof(y->url), "%s/v1/sync/pull?limit=%d%s%s",
+                         y->set->server_url, (int)y->a->opt.pull_limit,
+                         ps.cursor[0] ? "&cursor=" : "", ps.cursor);
+        if (n < 0 || (size_t)n >= sizeof(y->url)) {
+            y->res->outcome = MW_AGENT_SYNC_FAILED;
+            return mw_fail(err, MW_EINVAL, "pull: URL too long");
+        }
+        rc = request(y, NULL, 0, 0, MW_PULL_BODY_MAX, err);
+        if (rc != MW_OK) {
+            y->res->outcome = rc == MW_ENET ? MW_AGENT_SYNC_UNREACHABLE : MW_AGENT_SYNC_FAILED;
+            return rc;
+        }
+        if (y->resp.status == 410) {
+            /* The cursor is older than the server's history: start again from a snapshot,
+             * which replaces the cache. */
+            if (++restarts > SYNC_PULL_RESTARTS_MAX) {
+                y->res->outcome = MW_AGENT_SYNC_FAILED;
+                return mw_fail(err, MW_EMALFORMED, "pull: the server keeps answering 410");
+            }
+            MW_LOG_DEV(MW_LOG_INFO, y->res->correlation_id, y->set->device_id,
+                       "pull: cursor expired; starting again from a snapshot");
+            rc = mw_store_begin(y->s, err);
+            if (rc == MW_OK)
+                rc = exec2(y->s, "UPDATE sync_state SET cursor = NULL, snapshot_open = 0"
+                                 " WHERE id = 1", 0, 0, err);
+            if (rc == MW_OK)
+                rc = mw_store_commit(y->s, err);
+            else
+                mw_store_rollback(y->s);
+            if (rc != MW_OK) {
+                y->res->outcome = storage_or_failed(rc);
+                return rc;
+            }
+            continue;
+        }
+        if (y->resp.status != 200)
+            return http_failure(y, "pull", err);
+        struct mw_pull *page = NULL;
+        rc = mw_proto_pull_decode((const char *)y->resp.body.data, y->resp.body.len, &page, err);
+        if (rc != MW_OK) {
+            y->res->outcome = rc == MW_ENOMEM ? MW_AGENT_SYNC_STORAGE : MW_AGENT_SYNC_FAILED;
+            return mw_fail(err, rc, "pull: the server's page does not parse");
+        }
+        rc = commit_page(y, &ps, page, err);
+        bool more = page->has_more;
+        if (rc == MW_OK)
+            y->res->pulled += (int64_t)page->n_changes;
+        mw_proto_pull_free(page);
+        if (rc != MW_OK) {
+            y->res->outcome = rc == MW_EINVAL ? MW_AGENT_SYNC_FAILED : storage_or_failed(rc);
+            return rc;
+        }
+        if (!more)
+            return MW_OK;
+    }
+}
+
+/* ---- the call ---------------------------------------------------------------------------- */
+
+static enum mw_err note_start(struct sync *y, struct mw_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    enum mw_err rc = mw_store_begin(y->s, err);
+    if (rc != MW_OK)
+        return rc;
+    rc = mw_store_stmt(y->s,
+                       "UPDATE sync_state SET last_attempt_ms = ?1, last_sync_cid = ?2"
+                       " WHERE id = 1",
+                       &st, err);
+    if (rc == MW_OK) {
+        sqlite3_bind_int64(st, 1, mw_timestamp_now_ms());
+        sqlite3_bind_text(st, 2, y->res->correlation_id, -1, SQLITE_STATIC);
+        int src = sqlite3_step(st);
+        if (src != SQLITE_DONE)
+            rc = mw_store_fail(y->s, src, err, "note sync start");
+        sqlite3_reset(st);
+    }
+    if (rc == MW_OK)
+        rc = mw_store_commit(y->s, err);
+    else
+        mw_store_rollback(y->s);
+    return rc;
+}
+
+/* Best effort: the outcome is already decided; a full disk must not turn a delivered batch
+ * into an error, so failures here are ignored. */
+static void note_end(struct sync *y, enum mw_err rc, const struct mw_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    struct mw_error e = {0};
+    if (mw_store_begin(y->s, &e) != MW_OK)
+        return;
+    if (rc == MW_OK && !y->res->stopped) {
+        if (mw_store_stmt(y->s,
+                          "UPDATE sync_state SET last_success_ms = ?1, last_error = NULL,"
+                          " last_error_ms = NULL WHERE id = 1",
+                          &st, &e) != MW_OK)
+            goto fail;
+        sqlite3_bind_int64(st, 1, mw_timestamp_now_ms());
+    } else if (rc != MW_OK) {
+        if (mw_store_stmt(y->s,
+                          "UPDATE sync_state SET last_error = ?1, last_error_ms = ?2"
+                          " WHERE id = 1",
+                          &st, &e) != MW_OK)
+            goto fail;
+        sqlite3_bind_text(st, 1, err && err->msg[0] ? err->msg : mw_err_name(rc), -1,
+                          SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 2, mw_timestamp_now_ms());
+    } else {
+        goto fail;
+    }
+    int src = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (src == SQLITE_DONE && mw_store_commit(y->s, &e) == MW_OK)
+        return;
+fail:
+    mw_store_rollback(y->s);
+}
+
+enum mw_err mw_agent_sync(struct mw_agent *a, mw_agent_stop_fn stop, void *stop_ctx,
+                          struct mw_agent_sync_result *res, struct mw_error *err)
+{
+    struct sync y;
+    struct mw_uuid cid;
+    struct mw_error local = {0};
+    enum mw_err rc;
+    int lock_fd = -1;
+    int started = 0;
+
+    if (!res)
+        return mw_fail(err, MW_EINVAL, "sync: res is required");
+    memset(res, 0, sizeof(*res));
+    res->outcome = MW_AGENT_SYNC_FAILED;
+    if (!a)
+        return mw_fail(err, MW_EINVAL, "sync: agent is required");
+    if (!err)
+        err = &local;
+    int64_t t0 = mono_ms();
+    memset(&y, 0, sizeof(y));
+    y.a = a;
+    y.s = a->store;
+    y.stop = stop;
+    y.stop_ctx = stop_ctx;
+    y.res = res;
+    mw_buf_init(&y.body, MW_PUSH_BODY_MAX);
+    mw_buf_init(&y.gz, MW_PUSH_BODY_MAX + SYNC_GZIP_SLACK);
+    mw_buf_init(&y.resp.body, MW_JSON_DOC_MAX);
+
+    rc = mw_uuid_v7(&cid, err);
+    if (rc != MW_OK)
+        goto fail;
+    mw_uuid_format(&cid, res->correlation_id);
+
+    rc = MW_ENOMEM;
+    size_t cap = (size_t)a->opt.batch_max_ops;
+    y.set = mw_calloc(1, sizeof(*y.set));
+    y.seqs = mw_calloc(cap, sizeof(*y.seqs));
+    y.ids = mw_calloc(cap, sizeof(*y.ids));
+    y.bad = mw_calloc(cap, sizeof(*y.bad));
+    if (!y.set || !y.seqs || !y.ids || !y.bad) {
+        rc = mw_fail(err, MW_ENOMEM, "sync");
+        res->outcome = MW_AGENT_SYNC_STORAGE;
+        goto fail;
+    }
+    rc = lock_sync(a, &lock_fd, err);
+    if (rc != MW_OK) {
+        res->outcome = storage_or_failed(rc);
+        goto fail;
+    }
+    rc = mw_settings_load(y.s, y.set, err);
+    if (rc != MW_OK) {
+        res->outcome = storage_or_failed(rc);
+        goto fail;
+    }
+    if (!y.set->server_url[0] || !y.set->device_id[0] || !y.set->token_file[0] ||
+        !y.set->ca_file[0]) {
+        rc = mw_fail(err, MW_ENOTFOUND,
+                     "sync: this device is not set up (server URL, device id, token file and "
+                     "CA file); run `midway-agent init`");
+        res->outcome = MW_AGENT_SYNC_FAILED;
+        goto fail;
+    }
+    rc = mw_settings_read_token(y.set->token_file, y.token, sizeof(y.token), err);
+    if (rc != MW_OK) {
+        res->outcome = MW_AGENT_SYNC_FAILED;
+        goto fail;
+    }
+    if (!a->client) {
+        rc = mw_client_new(&a->client, err);
+        if (rc != MW_OK) {
+            res->outcome = MW_AGENT_SYNC_FAILED;
+            goto fail;
+        }
+    }
+    rc = note_start(&y, err);
+    if (rc != MW_OK) {
+        res->outcome = storage_or_failed(rc);
+        goto fail;
+    }
+    started = 1;
+    rc = push_all(&y, err);
+    if (rc == MW_OK && !res->stopped)
+        rc = pull_all(&y, err);
+    if (rc == MW_OK)
+        res->outcome = res->rejected > 0 ? MW_AGENT_SYNC_REJECTED : MW_AGENT_SYNC_DONE;
+fail:
+    if (started)
+        note_end(&y, rc, err);
+    if (lock_fd >= 0)
+        close(lock_fd); /* releases the flock */
+    mw_settings_wipe(y.token, sizeof(y.token));
+    mw_buf_free(&y.body);
+    mw_buf_free(&y.gz);
+    mw_buf_free(&y.resp.body);
+    mw_free(y.set);
+    mw_free(y.seqs);
+    mw_free(y.ids);
+    mw_free(y.bad);
+    res->duration_ms = mono_ms() - t0;
+    return rc;
+}
+
+/* ---- status -------------------------------------------------------------------------------- */
+
+enum mw_err mw_agent_status(struct mw_agent *a, struct mw_agent_status *out, struct mw_error *err)
+{
+    if (!a || !out)
+        return mw_fail(err, MW_EINVAL, "status: agent and out are required");
+    memset(out, 0, sizeof(*out));
+    sqlite3_stmt *st = NULL;
+    /* One statement is one read snapshot: the counts agree with each other. */
+    enum mw_err rc = mw_store_stmt(
+        a->store,
+        "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM outbox WHERE in_flight = 1),"
+        " (SELECT count(*) FROM rejected), (SELECT count(*) FROM items),"
+        " last_success_ms, last_attempt_ms, last_error_ms, last_error, cursor, last_sync_cid"
+        " FROM sync_state WHERE id = 1",
+        &st, err);
+    if (rc != MW_OK)
+        return rc;
+    int src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        out->outbox = sqlite3_column_int64(st, 0);
+        out->in_flight = sqlite3_column_int64(st, 1);
+        out->rejected = sqlite3_column_int64(st, 2);
+        out->items = sqlite3_column_int64(st, 3);
+        out->last_success_ms = sqlite3_column_int64(st, 4);
+        out->last_attempt_ms = sqlite3_column_int64(st, 5);
+        out->last_error_ms = sqlite3_column_int64(st, 6);
+        const unsigned char *v = sqlite3_column_text(st, 7);
+        snprintf(out->last_error, sizeof(out->last_error), "%s", v ? (const char *)v : "");
+        v = sqlite3_column_text(st, 8);
+        snprintf(out->cursor, sizeof(out->cursor), "%s", v ? (const char *)v : "");
+        v = sqlite3_column_text(st, 9);
+        snprintf(out->last_sync_cid, sizeof(out->last_sync_cid), "%s",
+                 v ? (const char *)v : "");
+    } else {
+        rc = mw_store_fail(a->store, src, err, "status");
+    }
+    sqlite3_reset(st);
+    return rc;
+}
