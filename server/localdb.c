@@ -1,4 +1,6 @@
 /* localdb.c - provisioning of the local default database. */
+/* realpath() is XSI. */
+#define _XOPEN_SOURCE 700
 #include "localdb.h"
 
 #include "db.h"
@@ -8,6 +10,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -111,6 +116,35 @@ static enum mw_err migrate(const struct mw_localdb *db, struct mw_error *err)
     return rc;
 }
 
+/* As root, PostgreSQL runs as postgres, which must be able to pass through every parent of
+ * the data directory. A clear message beats initdb's "permission denied" several layers down. */
+static enum mw_err check_reachable(const char *data_dir, struct mw_error *err)
+{
+    if (geteuid() != 0)
+        return MW_OK;
+    struct passwd *pw = getpwnam("postgres");
+    if (!pw)
+        return MW_OK; /* mw_pgcluster_init says what is missing */
+    char path[4096];
+    if (!realpath(data_dir, path))
+        return mw_fail(err, MW_EIO, "resolve %s: %s", data_dir, strerror(errno));
+    for (char *slash = strrchr(path, '/'); slash && slash != path; slash = strrchr(path, '/')) {
+        *slash = '\0';
+        struct stat st;
+        if (stat(path, &st) != 0)
+            return mw_fail(err, MW_EIO, "stat %s: %s", path, strerror(errno));
+        bool passable = (st.st_mode & S_IXOTH) || (st.st_uid == pw->pw_uid && (st.st_mode & S_IXUSR)) ||
+                        (st.st_gid == pw->pw_gid && (st.st_mode & S_IXGRP));
+        if (!passable)
+            return mw_fail(err, MW_EIO,
+                           "PostgreSQL runs as the postgres user, which cannot enter %s (mode "
+                           "%03o); choose a --data directory it can reach (e.g. under "
+                           "/var/lib) or run 'chmod o+x %s'",
+                           path, (unsigned)(st.st_mode & 0777), path);
+    }
+    return MW_OK;
+}
+
 enum mw_err mw_localdb_open(const char *data_dir, struct mw_localdb **out, struct mw_error *err)
 {
     *out = NULL;
@@ -136,6 +170,9 @@ enum mw_err mw_localdb_open(const char *data_dir, struct mw_localdb **out, struc
         rc = mw_fail(err, MW_EIO, "chmod %s: %s", data_dir, strerror(errno));
         goto fail;
     }
+    rc = check_reachable(data_dir, err);
+    if (rc != MW_OK)
+        goto fail;
     db->cfg = (struct mw_pgcluster_config){
         .data_dir = db->pg_dir,
         .socket_dir = db->socket_dir,

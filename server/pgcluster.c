@@ -185,6 +185,9 @@ static enum mw_err run_program(char *const argv[], int in_fd, const char *out_fi
         int in = in_fd >= 0 ? in_fd : open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (in >= 0)
             dup2(in, STDIN_FILENO);
+        /* PostgreSQL counts inherited descriptors against its own limit and refuses to start
+         * when a busy parent (a server with thousands of clients) leaves too few. */
+        close_range(3, ~0U, 0);
         if (ra.drop) {
             if (setgroups(0, NULL) != 0 || setgid(ra.gid) != 0 || setuid(ra.uid) != 0)
                 _exit(126);

@@ -40,7 +40,14 @@ enum conn_state {
     C_READ,      /* waiting for (the rest of) a request */
     C_BUSY,      /* a worker has the request */
     C_WRITE,     /* sending the answer */
+    C_LINGER,    /* answer sent before the request was read whole (413, 431, ...): read and
+                    drop what the client is still sending for a moment, so it can read the
+                    answer instead of getting a reset */
 };
+
+/* Lingering after an early answer: at most this long, and at most this much input. */
+#define LINGER_MS 2000
+#define LINGER_BYTES (4u * 1024u * 1024u)
 
 struct job;
 
@@ -58,6 +65,8 @@ struct conn {
     struct mw_buf out;
     size_t out_off;
     int64_t deadline_ms;
+    size_t lingered;      /* bytes dropped in C_LINGER */
+    bool linger;          /* the answer may leave unread input: linger before closing */
     struct job *job;      /* the request at a worker, or NULL */
     char peer[64];
 };
@@ -318,6 +327,8 @@ static void conn_reject(struct conn *c)
     mw_free(c->parser);
     c->parser = NULL;
     c->close_after = true;
+    c->linger = true;
+    c->in_request = false;
     (void)rc; /* out of memory: nothing more to say, the write step just closes */
     conn_send(c);
 }
@@ -438,6 +449,13 @@ static enum step write_step(struct conn *c)
         conn_close(c);
         return STEP_CLOSED;
     }
+    if (c->close_after && c->linger) {
+        struct mw_error ignored = {0};
+        (void)mw_tls_conn_close_notify(c->tls, &ignored);
+        c->state = C_LINGER;
+        c->deadline_ms = mw_loop_now_ms() + LINGER_MS;
+        return STEP_PROGRESS;
+    }
     if (c->close_after) {
         conn_close(c);
         return STEP_CLOSED;
@@ -450,6 +468,25 @@ static enum step write_step(struct conn *c)
     c->in_request = false;
     c->deadline_ms = mw_loop_now_ms() + c->srv->cfg->idle_timeout_ms;
     return STEP_PROGRESS;
+}
+
+static enum step linger_step(struct conn *c)
+{
+    uint8_t chunk[READ_CHUNK];
+    while (c->lingered < LINGER_BYTES) {
+        size_t n = 0;
+        struct mw_error err = {0};
+        enum mw_tls_status ts = mw_tls_conn_read(c->tls, chunk, sizeof chunk, &n, &err);
+        if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE) {
+            conn_want(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
+            return STEP_WAIT;
+        }
+        if (ts != MW_TLS_OK || n == 0)
+            break;
+        c->lingered += n;
+    }
+    conn_close(c);
+    return STEP_CLOSED;
 }
 
 static enum step handshake_step(struct conn *c)
@@ -485,6 +522,9 @@ static void conn_drive(struct conn *c)
             break;
         case C_WRITE:
             st = write_step(c);
+            break;
+        case C_LINGER:
+            st = linger_step(c);
             break;
         case C_BUSY:
         default:

@@ -1,4 +1,5 @@
 /* srvtest.c - the real server for integration tests. */
+#define _GNU_SOURCE /* close_range */
 #include "srvtest.h"
 
 #include "pgcluster.h"
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -79,6 +81,7 @@ static void spawn(struct srvtest *t)
             dup2(fd, STDERR_FILENO);
             dup2(fd, STDOUT_FILENO);
         }
+        close_range(3, ~0U, 0);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
@@ -119,6 +122,9 @@ struct srvtest *srvtest_start_with(const char *const *extra_flags)
     if (!t)
         die("calloc");
     t->dir = tu_mkdtemp("srv");
+    /* As root, the server's PostgreSQL runs as postgres and must pass through here. */
+    if (chmod(t->dir, 0755) != 0)
+        die("chmod scratch directory");
     t->data = tu_path(t->dir, "data");
     t->log = tu_path(t->dir, "server.log");
     t->ca = tu_path(t->data, "tls/ca.pem");
@@ -201,6 +207,7 @@ int srvtest_admin(struct srvtest *t, char **stdout_out, const char *stdin_text,
         close(in[1]);
         close(out[0]);
         close(out[1]);
+        close_range(3, ~0U, 0);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
