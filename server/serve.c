@@ -4,6 +4,7 @@
 
 #include "http.h"
 #include "loop.h"
+#include "maintenance.h"
 #include "mem.h"
 #include "metrics.h"
 #include "midway/log.h"
@@ -14,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -96,6 +98,9 @@ struct server {
     uint64_t refused;
     bool draining;
     int64_t drain_deadline_ms;
+    struct mw_job maintenance;      /* the housekeeping job, when due */
+    bool maintenance_running;
+    int64_t next_maintenance_ms;
     int64_t last_emfile_log_ms;
 };
 
@@ -651,6 +656,30 @@ static void on_pool_event(void *arg, uint32_t events)
     mw_pool_drain(s->pool);
 }
 
+static void maintenance_run(struct mw_job *job, PGconn *pg)
+{
+    (void)job;
+    if (!pg)
+        return; /* the database is down: next time */
+    struct mw_maintenance_report rep;
+    struct mw_error err = {0};
+    if (mw_maintenance_run(pg, &rep, &err) != MW_OK)
+        MW_LOG(MW_LOG_WARN, NULL, "maintenance: %s", err.msg);
+    else if (rep.partitions_created || rep.retention_actions || rep.feed_pruned)
+        MW_LOG(MW_LOG_INFO, NULL,
+               "maintenance: %d partition(s) created, %d retention action(s), %lld feed "
+               "row(s) pruned",
+               rep.partitions_created, rep.retention_actions, rep.feed_pruned);
+    else
+        MW_LOG(MW_LOG_DEBUG, NULL, "maintenance: nothing to do");
+}
+
+static void maintenance_done(struct mw_job *job)
+{
+    struct server *s = (struct server *)((char *)job - offsetof(struct server, maintenance));
+    s->maintenance_running = false;
+}
+
 /* Every TICK_MS: timeouts, and the shutdown's progress. */
 static void on_tick(void *arg)
 {
@@ -681,6 +710,13 @@ static void on_tick(void *arg)
                                                : "waiting for the request");
             conn_close(c);
         }
+    }
+    if (!s->draining && !s->maintenance_running && now >= s->next_maintenance_ms) {
+        s->maintenance.run = maintenance_run;
+        s->maintenance.done = maintenance_done;
+        if (mw_pool_submit(s->pool, &s->maintenance) == MW_OK)
+            s->maintenance_running = true;
+        s->next_maintenance_ms = now + MW_MAINTENANCE_INTERVAL_MS;
     }
     if (s->draining && !s->conns)
         mw_loop_stop(s->loop);
@@ -826,6 +862,7 @@ enum mw_err mw_serve_run(const struct mw_serve_config *cfg, void (*ready)(void *
 
     stop_requested = 0;
     signal_loop = s.loop;
+    s.next_maintenance_ms = mw_loop_now_ms() + 1000;
     struct sigaction sa_stop, old_term, old_int, sa_ign, old_pipe;
     memset(&sa_stop, 0, sizeof sa_stop);
     sa_stop.sa_handler = on_signal;

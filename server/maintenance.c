@@ -1,0 +1,57 @@
+/* maintenance.c - partitions, retention and feed pruning. */
+#include "maintenance.h"
+
+#include "db.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* One statement in its own transaction; *value gets the first column as a number. */
+static enum mw_err step(PGconn *conn, const char *sql, long long *value, struct mw_error *err)
+{
+    enum mw_err rc = mw_db_exec(conn, "BEGIN", err);
+    if (rc != MW_OK)
+        return rc;
+    rc = mw_db_exec(conn, "SET LOCAL lock_timeout = '5s'", err);
+    PGresult *res = NULL;
+    if (rc == MW_OK) {
+        res = PQexec(conn, sql);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK)
+            rc = mw_db_fail(err, conn, res, sql);
+        else if (value)
+            *value = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)
+                         ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
+                         : 0;
+    }
+    PQclear(res);
+    struct mw_error ignored = {0};
+    if (rc == MW_OK)
+        rc = mw_db_exec(conn, "COMMIT", err);
+    else if (mw_db_exec(conn, "ROLLBACK", &ignored) != MW_OK)
+        PQreset(conn);
+    return rc;
+}
+
+enum mw_err mw_maintenance_run(PGconn *conn, struct mw_maintenance_report *rep,
+                               struct mw_error *err)
+{
+    memset(rep, 0, sizeof *rep);
+    long long v = 0;
+    enum mw_err first = MW_OK;
+    enum mw_err rc = step(conn, "SELECT midway_ensure_partitions(3)", &v, err);
+    if (rc == MW_OK)
+        rep->partitions_created = (int)v;
+    else
+        first = rc;
+    rc = step(conn, "SELECT count(*) FROM midway_apply_retention()", &v, err);
+    if (rc == MW_OK)
+        rep->retention_actions = (int)v;
+    else if (first == MW_OK)
+        first = rc;
+    rc = step(conn, "SELECT midway_prune_change_feed()", &v, err);
+    if (rc == MW_OK)
+        rep->feed_pruned = v;
+    else if (first == MW_OK)
+        first = rc;
+    return first;
+}
