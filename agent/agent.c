@@ -60,8 +60,7 @@ static enum mw_err fill_sync_defaults(struct mw_agent_options *o, struct mw_erro
     if (o->batch_max_bytes < MW_AGENT_BATCH_BYTES_MIN ||
         o->batch_max_bytes > (int64_t)MW_PUSH_BODY_MAX)
         return mw_fail(err, MW_EINVAL, "agent options: batch_max_bytes %lld outside %d..%u",
-                       (long long)o->batch_max_bytes, MW_AGENT_BATCH_BYTES_MIN,
-                       MW_PUSH_BODY_MAX);
+                       (long long)o->batch_max_bytes, MW_AGENT_BATCH_BYTES_MIN, MW_PUSH_BODY_MAX);
     if (o->pull_limit < 0 || o->pull_limit > (int32_t)MW_PULL_LIMIT_MAX)
         return mw_fail(err, MW_EINVAL, "agent options: pull_limit %d outside 1..%u",
                        (int)o->pull_limit, MW_PULL_LIMIT_MAX);

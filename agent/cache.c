@@ -28,8 +28,7 @@ enum mw_err mw_cache_user_id(struct mw_store *s, const char *username, char out[
 {
     sqlite3_stmt *st = NULL;
     out[0] = '\0';
-    enum mw_err rc =
-        mw_store_stmt(s, "SELECT user_id FROM users WHERE username = ?1", &st, err);
+    enum mw_err rc = mw_store_stmt(s, "SELECT user_id FROM users WHERE username = ?1", &st, err);
     if (rc != MW_OK)
         return rc;
     sqlite3_bind_text(st, 1, username, -1, SQLITE_STATIC);

@@ -18,8 +18,8 @@ MW_NODISCARD enum mw_err mw_cache_user_id(struct mw_store *s, const char *userna
                                           char out[MW_UUID_STR_SIZE], struct mw_error *err);
 
 /* Whether sku is a cached item. Errors: MW_EIO, MW_EBUSY. */
-MW_NODISCARD enum mw_err mw_cache_item_exists(struct mw_store *s, const char *sku,
-                                              bool *exists_out, struct mw_error *err);
+MW_NODISCARD enum mw_err mw_cache_item_exists(struct mw_store *s, const char *sku, bool *exists_out,
+                                              struct mw_error *err);
 
 /* Whether location_id is a cached, active location. Errors: MW_EIO, MW_EBUSY. */
 MW_NODISCARD enum mw_err mw_cache_location_active(struct mw_store *s, int32_t location_id,
@@ -33,13 +33,12 @@ MW_NODISCARD enum mw_err mw_cache_local_quantity(struct mw_store *s, const char 
 /* Applies the changes of one pulled page (borrowed) to the cache, stamping every row written
  * with gen (see sync_state.snapshot_gen). Runs inside the caller's transaction.
  * Errors: MW_EIO, MW_EFULL, MW_EBUSY, MW_ENOMEM; the caller rolls back. */
-MW_NODISCARD enum mw_err mw_cache_apply(struct mw_store *s, const struct mw_pull *page,
-                                        int64_t gen, struct mw_error *err);
+MW_NODISCARD enum mw_err mw_cache_apply(struct mw_store *s, const struct mw_pull *page, int64_t gen,
+                                        struct mw_error *err);
 
 /* Ends a snapshot: deletes cached rows of generations before gen, which the snapshot did not
  * contain, except items that ops still in the outbox refer to. Inside the caller's
  * transaction. Errors: as mw_cache_apply. */
-MW_NODISCARD enum mw_err mw_cache_drop_stale(struct mw_store *s, int64_t gen,
-                                             struct mw_error *err);
+MW_NODISCARD enum mw_err mw_cache_drop_stale(struct mw_store *s, int64_t gen, struct mw_error *err);
 
 #endif

@@ -173,12 +173,12 @@ static enum mw_err add_header(struct curl_slist **list, const char *h, struct mw
     return MW_OK;
 }
 
-#define SETOPT(opt, val)                                              \
-    do {                                                              \
-        if (curl_easy_setopt(c->curl, (opt), (val)) != CURLE_OK) {    \
-            rc = mw_fail(err, MW_EIO, "libcurl: cannot set " #opt);   \
-            goto fail;                                                \
-        }                                                             \
+#define SETOPT(opt, val)                                            \
+    do {                                                            \
+        if (curl_easy_setopt(c->curl, (opt), (val)) != CURLE_OK) {  \
+            rc = mw_fail(err, MW_EIO, "libcurl: cannot set " #opt); \
+            goto fail;                                              \
+        }                                                           \
     } while (0)
 
 enum mw_err mw_client_request(struct mw_client *c, const struct mw_client_req *req,
@@ -191,8 +191,7 @@ enum mw_err mw_client_request(struct mw_client *c, const struct mw_client_req *r
     struct xfer x = {resp, 0, req};
 
     auth[0] = '\0';
-    if (!c || !req || !resp || !req->url || !req->ca_file || !req->token ||
-        !req->correlation_id)
+    if (!c || !req || !resp || !req->url || !req->ca_file || !req->token || !req->correlation_id)
         return mw_fail(err, MW_EINVAL, "https request: missing argument");
     if (!req->token[0] || strlen(req->token) > MW_CLIENT_TOKEN_MAX || !printable(req->token))
         return mw_fail(err, MW_EINVAL, "https request: the token is not printable ASCII");

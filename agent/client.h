@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 /* Bearer tokens are printable ASCII; anything longer than this is not one of ours. */
-#define MW_CLIENT_TOKEN_MAX 1024
+#define MW_CLIENT_TOKEN_MAX          1024
 /* Retry-After values above this are treated as this: a server asking a gateway to wait more
  * than an hour is misconfigured, and the daemon's own interval takes over. */
 #define MW_CLIENT_RETRY_AFTER_MAX_MS 3600000
@@ -30,8 +30,8 @@ struct mw_client_req {
     const char *correlation_id; /* sent as X-Correlation-ID */
     const void *body;           /* POST body, or NULL for a GET */
     size_t body_len;
-    int gzip;                   /* body is gzip: send Content-Encoding: gzip */
-    size_t answer_limit;        /* ceiling on the answer body */
+    int gzip;            /* body is gzip: send Content-Encoding: gzip */
+    size_t answer_limit; /* ceiling on the answer body */
     int32_t connect_timeout_ms;
     int32_t request_timeout_ms;
     mw_agent_stop_fn stop; /* may be NULL; asked during the transfer, non-zero aborts it */

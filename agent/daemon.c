@@ -184,8 +184,7 @@ enum mw_err mw_daemon_run(struct mw_agent *a, const struct mw_daemon_conf *c,
                 next_periodic = now;
             }
         }
-        int due = !auth_blocked && now >= not_before &&
-                  (now >= next_periodic || has_work(a));
+        int due = !auth_blocked && now >= not_before && (now >= next_periodic || has_work(a));
         if (!due) {
             int64_t wake = now + c->poll_interval_ms;
             sleep_until(wake, stop, reload);
@@ -240,9 +239,8 @@ enum mw_err mw_daemon_run(struct mw_agent *a, const struct mw_daemon_conf *c,
                        "duration_ms=%lld http=%d: %s; retry in %lld ms%s",
                        outcome_name(res.outcome), (long long)res.pushed, (long long)res.applied,
                        (long long)res.duplicate, (long long)res.rejected,
-                       (long long)res.duration_ms, res.http_status,
-                       rc != MW_OK ? e.msg : "", (long long)delay,
-                       res.retry_after_ms > 0 ? " (Retry-After)" : "");
+                       (long long)res.duration_ms, res.http_status, rc != MW_OK ? e.msg : "",
+                       (long long)delay, res.retry_after_ms > 0 ? " (Retry-After)" : "");
             break;
         }
         }

@@ -25,8 +25,8 @@ struct mw_daemon_conf {
  * Errors: MW_EINVAL (a NULL argument or a bound out of order). Sync failures are logged and
  * retried, never returned. */
 MW_NODISCARD enum mw_err mw_daemon_run(struct mw_agent *a, const struct mw_daemon_conf *c,
-                                       volatile sig_atomic_t *stop,
-                                       volatile sig_atomic_t *reload, struct mw_error *err);
+                                       volatile sig_atomic_t *stop, volatile sig_atomic_t *reload,
+                                       struct mw_error *err);
 
 /* The full-jitter delay after `failures` consecutive failures (1 = the first): a value in
  * [0, min(max_ms, min_ms * 2^(failures-1))], picked by rnd (any 64-bit random value). */

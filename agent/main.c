@@ -109,8 +109,8 @@ static const struct mw_conf_entry conf_table[] = {
 /* ---- flags -------------------------------------------------------------------------------- */
 
 struct flag {
-    const char *name;  /* without the leading "--" */
-    int takes_value;   /* 0: a switch ("1" when given) */
+    const char *name; /* without the leading "--" */
+    int takes_value;  /* 0: a switch ("1" when given) */
     int required;
     const char *help;
 };
@@ -165,8 +165,8 @@ static int parse_flags(struct cmd_ctx *c, int argc, char **argv, const struct fl
         }
         if (strncmp(a, "--", 2) != 0) {
             if (*n_pos >= max_pos) {
-                fprintf(stderr, "midway-agent %s: unexpected argument '%s' (see --help)\n",
-                        c->cmd, a);
+                fprintf(stderr, "midway-agent %s: unexpected argument '%s' (see --help)\n", c->cmd,
+                        a);
                 return EXIT_USAGE;
             }
             pos[(*n_pos)++] = a;
@@ -183,8 +183,7 @@ static int parse_flags(struct cmd_ctx *c, int argc, char **argv, const struct fl
         if (k < n) {
             if (!spec[k].takes_value) {
                 if (value) {
-                    fprintf(stderr, "midway-agent %s: --%s takes no value\n", c->cmd,
-                            spec[k].name);
+                    fprintf(stderr, "midway-agent %s: --%s takes no value\n", c->cmd, spec[k].name);
                     return EXIT_USAGE;
                 }
                 val[k] = "1";
@@ -192,8 +191,7 @@ static int parse_flags(struct cmd_ctx *c, int argc, char **argv, const struct fl
             }
             if (!value) {
                 if (i + 1 >= argc) {
-                    fprintf(stderr, "midway-agent %s: --%s needs a value\n", c->cmd,
-                            spec[k].name);
+                    fprintf(stderr, "midway-agent %s: --%s needs a value\n", c->cmd, spec[k].name);
                     return EXIT_USAGE;
                 }
                 value = argv[++i];
@@ -440,11 +438,13 @@ static int cmd_init(struct cmd_ctx *c, int argc, char **argv)
 /* ---- recording ---------------------------------------------------------------------------- */
 
 /* Flags every recording command takes, after its own. */
-#define COMMON_FLAGS                                                                     \
-    {"user", 1, 1, "operator's username (from the pulled reference data)"},             \
+#define COMMON_FLAGS                                                                      \
+    {"user", 1, 1, "operator's username (from the pulled reference data)"},               \
         {"correlation-id", 1, 0, "UUID tying the op to other logs (default: a new one)"}, \
-        {"at", 1, 0, "when it happened, RFC 3339 (default: now)"},                      \
-        {"json", 0, 0, "print the op id as JSON"}
+        {"at", 1, 0, "when it happened, RFC 3339 (default: now)"},                        \
+    {                                                                                     \
+        "json", 0, 0, "print the op id as JSON"                                           \
+    }
 #define N_COMMON 4
 
 static int record_meta(struct cmd_ctx *c, const char **common, struct mw_agent_meta *m)
@@ -547,11 +547,11 @@ static int cmd_record(struct cmd_ctx *c, int argc, char **argv)
     const struct flag *spec = NULL;
     size_t n = 0;
     const char *type = NULL;
-#define PICK(name, arr, t)                                     \
-    if (strcmp(c->cmd, name) == 0) {                           \
-        spec = arr;                                            \
-        n = sizeof(arr) / sizeof(arr[0]);                      \
-        type = t;                                              \
+#define PICK(name, arr, t)                \
+    if (strcmp(c->cmd, name) == 0) {      \
+        spec = arr;                       \
+        n = sizeof(arr) / sizeof(arr[0]); \
+        type = t;                         \
     }
     PICK("adjust", adjust, "inventory.adjust")
     PICK("count", count, "inventory.count")
@@ -1000,8 +1000,8 @@ static int cmd_run(struct cmd_ctx *c, int argc, char **argv)
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
 
-    struct mw_daemon_conf dc = {c->conf.sync_interval, c->conf.poll_interval,
-                                c->conf.backoff_min, c->conf.backoff_max};
+    struct mw_daemon_conf dc = {c->conf.sync_interval, c->conf.poll_interval, c->conf.backoff_min,
+                                c->conf.backoff_max};
     struct mw_error err = {0};
     enum mw_err rc = mw_daemon_run(a, &dc, &stop_flag, &reload_flag, &err);
     mw_agent_close(a);
@@ -1042,8 +1042,7 @@ int main(int argc, char **argv)
         else if (klen == 11 && strncmp(a, "--log-level", 11) == 0)
             dst = &c.log_level;
         if (!dst) {
-            fprintf(stderr, "midway-agent: unknown flag '%s' before the command (see --help)\n",
-                    a);
+            fprintf(stderr, "midway-agent: unknown flag '%s' before the command (see --help)\n", a);
             return EXIT_USAGE;
         }
         if (eq) {
@@ -1062,10 +1061,9 @@ int main(int argc, char **argv)
     c.cmd = argv[i];
     int sub_argc = argc - i - 1;
     char **sub_argv = argv + i + 1;
-    static const char *const commands[] = {"init",     "adjust",   "count", "relocate",
-                                           "receive",  "interact", "allocate", "event",
-                                           "sync",     "status",   "items", "rejected",
-                                           "run"};
+    static const char *const commands[] = {"init",     "adjust",   "count", "relocate", "receive",
+                                           "interact", "allocate", "event", "sync",     "status",
+                                           "items",    "rejected", "run"};
     int known = 0;
     for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
         known = known || strcmp(commands[k], c.cmd) == 0;
@@ -1075,8 +1073,8 @@ int main(int argc, char **argv)
     }
     int asks_help = 0;
     for (int k = 0; k < sub_argc; k++)
-        asks_help = asks_help || strcmp(sub_argv[k], "--help") == 0 ||
-                    strcmp(sub_argv[k], "-h") == 0;
+        asks_help =
+            asks_help || strcmp(sub_argv[k], "--help") == 0 || strcmp(sub_argv[k], "-h") == 0;
     if (!c.data_dir)
         c.data_dir = getenv("MIDWAY_AGENT_DATA");
     if (!c.data_dir && !asks_help) {

@@ -22,11 +22,11 @@
 /* What one recording call writes, after its arguments were validated. */
 struct rec {
     enum mw_op_type type;
-    const char *sku;      /* NULL for ops that name no item */
-    bool need_item;       /* the SKU must be a cached item */
-    int32_t location_id;  /* > 0: must be a cached, active location */
-    int64_t qty_delta;    /* effect on the local quantity (adjust, receive) */
-    bool is_count;        /* qty_delta = counted - local quantity, computed in the transaction */
+    const char *sku;     /* NULL for ops that name no item */
+    bool need_item;      /* the SKU must be a cached item */
+    int32_t location_id; /* > 0: must be a cached, active location */
+    int64_t qty_delta;   /* effect on the local quantity (adjust, receive) */
+    bool is_count;       /* qty_delta = counted - local quantity, computed in the transaction */
     int32_t counted;
     bool is_receive;      /* creates the item locally when the SKU is new */
     const char *new_name; /* receive: the new item's name (required then) */
@@ -37,8 +37,8 @@ struct rec {
 /* ---- validation and data JSON ---------------------------------------------------------- */
 
 /* A string argument: NULL when required is the caller's bug; otherwise length and UTF-8. */
-static enum mw_err check_str(const char *what, const char *s, size_t min, size_t max,
-                             bool required, struct mw_error *err)
+static enum mw_err check_str(const char *what, const char *s, size_t min, size_t max, bool required,
+                             struct mw_error *err)
 {
     if (!s) {
         if (required)
@@ -140,12 +140,14 @@ static enum mw_err query_text(struct mw_store *s, const char *sql, char *out, si
 
 /* Refuses a new op once the outbox holds limit ops. MAX(seq) - MIN(seq) + 1 is read from the
  * rowid b-tree's ends (two page reads), and bounds the count from above because rows only
- * leave; the exact count (a scan) is needed only when that bound reaches the limit. */
+ * leave; the exact count (a scan) is needed only when that bound reaches the limit. Two
+ * subqueries, because SQLite reads the ends of the b-tree only for a lone MIN or MAX: with
+ * both in one SELECT it scans the whole outbox. */
 static enum mw_err check_limit(struct mw_store *s, int64_t limit, struct mw_error *err)
 {
     sqlite3_stmt *st = NULL;
-    enum mw_err rc =
-        mw_store_stmt(s, "SELECT MIN(seq), MAX(seq) FROM outbox", &st, err);
+    enum mw_err rc = mw_store_stmt(
+        s, "SELECT (SELECT MIN(seq) FROM outbox), (SELECT MAX(seq) FROM outbox)", &st, err);
     if (rc != MW_OK)
         return rc;
     int src = sqlite3_step(st);
@@ -176,8 +178,7 @@ static enum mw_err check_limit(struct mw_store *s, int64_t limit, struct mw_erro
 /* A new op_id above every id this file has seen: the outbox's largest and the largest that
  * already left it (sync_state.last_op_id), so ids stay monotonic across processes recording
  * into one file, restarts, and a drained outbox. Canonical lower-case text sorts as the bytes. */
-static enum mw_err next_op_id(struct mw_store *s, char out[MW_UUID_STR_SIZE],
-                              struct mw_error *err)
+static enum mw_err next_op_id(struct mw_store *s, char out[MW_UUID_STR_SIZE], struct mw_error *err)
 {
     char a[64], b[64];
     enum mw_err rc = query_text(s, "SELECT MAX(op_id) FROM outbox", a, sizeof(a), err);
@@ -265,9 +266,8 @@ static enum mw_err create_item(struct mw_store *s, const char *sku, const char *
     return rc;
 }
 
-static enum mw_err record(struct mw_agent *a, const struct mw_agent_meta *meta,
-                          const struct rec *r, struct mw_agent_receipt *receipt_out,
-                          struct mw_error *err)
+static enum mw_err record(struct mw_agent *a, const struct mw_agent_meta *meta, const struct rec *r,
+                          struct mw_agent_receipt *receipt_out, struct mw_error *err)
 {
     enum mw_err rc;
     char cid[MW_UUID_STR_SIZE];
@@ -331,8 +331,8 @@ static enum mw_err record(struct mw_agent *a, const struct mw_agent_meta *meta,
     int64_t delta = r->qty_delta;
     if (r->is_receive && !exists) {
         if (!r->new_name) {
-            rc = mw_fail(err, MW_EMALFORMED,
-                         "receive: SKU '%.*s' is new here, so it needs a name", QUOTE, r->sku);
+            rc = mw_fail(err, MW_EMALFORMED, "receive: SKU '%.*s' is new here, so it needs a name",
+                         QUOTE, r->sku);
             goto fail;
         }
         rc = create_item(s, r->sku, r->new_name, r->location_id, r->new_desc, err);
@@ -349,8 +349,8 @@ static enum mw_err record(struct mw_agent *a, const struct mw_agent_meta *meta,
     rc = next_op_id(s, op_id, err);
     if (rc != MW_OK)
         goto fail;
-    struct row row = {op_id, NULL, cid, mw_proto_op_type_name(r->type), at, uid, r->data,
-                      r->sku, delta};
+    struct row row = {op_id,   NULL,   cid,  mw_proto_op_type_name(r->type), at, uid,
+                      r->data, r->sku, delta};
     int64_t seq = 0;
     rc = insert_row(s, &row, &seq, err);
     if (rc != MW_OK)
@@ -556,8 +556,7 @@ enum mw_err mw_agent_record_interact(struct mw_agent *a, const struct mw_agent_m
     if (rc == MW_OK)
         rc = check_str("target entity id", target_entity_id, 0, MW_ENTITY_ID_MAX, false, err);
     if (rc == MW_OK)
-        rc = check_str("target entity type", target_entity_type, 0, MW_ENTITY_TYPE_MAX, false,
-                       err);
+        rc = check_str("target entity type", target_entity_type, 0, MW_ENTITY_TYPE_MAX, false, err);
     if (rc == MW_OK)
         rc = check_object("metadata", metadata_json, false, err);
     if (rc != MW_OK)
@@ -592,8 +591,8 @@ static bool blank(const char *s)
 }
 
 enum mw_err mw_agent_record_allocate(struct mw_agent *a, const struct mw_agent_meta *meta,
-                                     const char *sku, int32_t predicted_need,
-                                     int manual_override, const char *override_reason,
+                                     const char *sku, int32_t predicted_need, int manual_override,
+                                     const char *override_reason,
                                      struct mw_agent_receipt *receipt_out, struct mw_error *err)
 {
     enum mw_err rc = check_common(a, meta, err);
@@ -706,8 +705,8 @@ enum mw_err mw_outbox_ack(struct mw_store *s, int64_t seq, struct mw_error *err)
     return rc;
 }
 
-enum mw_err mw_outbox_reject(struct mw_store *s, int64_t seq, const char *code,
-                             const char *message, int64_t now_ms, struct mw_error *err)
+enum mw_err mw_outbox_reject(struct mw_store *s, int64_t seq, const char *code, const char *message,
+                             int64_t now_ms, struct mw_error *err)
 {
     sqlite3_stmt *st = NULL;
     char sku[MW_SKU_MAX + 1] = "";

@@ -79,8 +79,8 @@ enum mw_err mw_settings_read_token(const char *path, char *out, size_t size, str
         goto done;
     }
     if (len > MW_CLIENT_TOKEN_MAX) {
-        rc = mw_fail(err, MW_EAUTH, "token file %.*s holds more than a token (%d bytes max)",
-                     SHOWN, path, MW_CLIENT_TOKEN_MAX);
+        rc = mw_fail(err, MW_EAUTH, "token file %.*s holds more than a token (%d bytes max)", SHOWN,
+                     path, MW_CLIENT_TOKEN_MAX);
         goto done;
     }
     for (size_t i = 0; i < len; i++) {
@@ -157,9 +157,8 @@ static enum mw_err absolute(const char *what, const char *path, char *out, size_
     return MW_OK;
 }
 
-enum mw_err mw_agent_settings_set(struct mw_agent *a, const char *server_url,
-                                  const char *device_id, const char *token_file,
-                                  const char *ca_file, struct mw_error *err)
+enum mw_err mw_agent_settings_set(struct mw_agent *a, const char *server_url, const char *device_id,
+                                  const char *token_file, const char *ca_file, struct mw_error *err)
 {
     enum mw_err rc;
     char token[MW_CLIENT_TOKEN_MAX + 1];

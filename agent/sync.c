@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 /* gzip of incompressible text can come out slightly larger than its input. */
-#define SYNC_GZIP_SLACK (64u * 1024u)
+#define SYNC_GZIP_SLACK        (64u * 1024u)
 /* A 410 makes the next pull a snapshot; a second 410 right after it means the server is
  * broken, not that the cursor aged. */
 #define SYNC_PULL_RESTARTS_MAX 2
@@ -182,8 +182,10 @@ static enum mw_err request(struct sync *y, const void *body, size_t len, int gzi
     req.answer_limit = limit;
     req.connect_timeout_ms = y->a->opt.connect_timeout_ms;
     req.request_timeout_ms = y->a->opt.request_timeout_ms;
-    req.stop = y->stop;
-    req.stop_ctx = y->stop_ctx;
+    /* The request in flight is not cut short by stop: ending after its answer is committed
+     * spares the server a duplicate batch, and request_timeout bounds the wait. */
+    req.stop = NULL;
+    req.stop_ctx = NULL;
     enum mw_err rc = mw_client_request(y->a->client, &req, &y->resp, err);
     y->res->http_status = (int)y->resp.status;
     if (y->resp.retry_after_ms > 0)
@@ -198,8 +200,7 @@ static void error_text(struct sync *y, char *out, size_t size)
     struct mw_error e = {0};
     out[0] = '\0';
     if (y->resp.body.len > 0 &&
-        mw_proto_error_decode((const char *)y->resp.body.data, y->resp.body.len, &pe, &e) ==
-            MW_OK)
+        mw_proto_error_decode((const char *)y->resp.body.data, y->resp.body.len, &pe, &e) == MW_OK)
         snprintf(out, size, "%.64s%s%.300s", pe.code, pe.message[0] ? ": " : "", pe.message);
 }
 
@@ -218,14 +219,13 @@ static enum mw_err http_failure(struct sync *y, const char *what, struct mw_erro
     }
     if (st == 403) {
         y->res->outcome = MW_AGENT_SYNC_UNAUTHORIZED;
-        return mw_fail(err, MW_EAUTH,
-                       "%s: the server refused device '%s' for this token (403%s%s)", what,
-                       y->set->device_id, text[0] ? " " : "", text);
+        return mw_fail(err, MW_EAUTH, "%s: the server refused device '%s' for this token (403%s%s)",
+                       what, y->set->device_id, text[0] ? " " : "", text);
     }
     if (st == 429 || st >= 500) {
         y->res->outcome = MW_AGENT_SYNC_UNREACHABLE;
-        return mw_fail(err, MW_ENET, "%s: server busy or failing (%ld%s%s); retry later", what,
-                       st, text[0] ? " " : "", text);
+        return mw_fail(err, MW_ENET, "%s: server busy or failing (%ld%s%s); retry later", what, st,
+                       text[0] ? " " : "", text);
     }
     y->res->outcome = MW_AGENT_SYNC_FAILED;
     return mw_fail(err, MW_EMALFORMED, "%s: unexpected answer %ld%s%s", what, st,
@@ -264,8 +264,8 @@ static enum mw_err build_batch(struct sync *y, int64_t after, int64_t max_seq, i
     rc = mw_uuid_v7(&batch_id, err);
     if (rc != MW_OK)
         return rc;
-    rc = mw_proto_push_begin(&enc, &y->body, (size_t)y->a->opt.batch_max_bytes,
-                             y->set->device_id, &batch_id, err);
+    rc = mw_proto_push_begin(&enc, &y->body, (size_t)y->a->opt.batch_max_bytes, y->set->device_id,
+                             &batch_id, err);
     if (rc != MW_OK)
         return rc;
     rc = mw_store_stmt(y->s, SQL_BATCH, &st, err);
@@ -310,8 +310,7 @@ static enum mw_err build_batch(struct sync *y, int64_t after, int64_t max_seq, i
         if (add == MW_EFULL) {
             if (y->n == 0) {
                 /* Cannot happen: the budget's minimum holds the largest op. */
-                rc = mw_fail(err, MW_EINVAL, "push: op %s does not fit an empty batch",
-                             op_id);
+                rc = mw_fail(err, MW_EINVAL, "push: op %s does not fit an empty batch", op_id);
                 break;
             }
             break; /* it starts the next batch */
@@ -384,8 +383,7 @@ static enum mw_err unmark_batch(struct sync *y, struct mw_error *err)
 }
 
 /* Commits the per-op answers of a 200 in one transaction (rules 2 and 3 of store.h). */
-static enum mw_err commit_results(struct sync *y, const struct mw_results *r,
-                                  struct mw_error *err)
+static enum mw_err commit_results(struct sync *y, const struct mw_results *r, struct mw_error *err)
 {
     int64_t now = mw_timestamp_now_ms();
     int64_t applied = 0, dup = 0, rejected = 0;
@@ -443,8 +441,8 @@ static enum mw_err reject_too_large(struct sync *y, struct mw_error *err)
     enum mw_err rc = mw_store_begin(y->s, err);
     if (rc == MW_OK)
         rc = mw_outbox_reject(y->s, y->seqs[0], "too_large",
-                              "the server refused the op as too large (413)",
-                              mw_timestamp_now_ms(), err);
+                              "the server refused the op as too large (413)", mw_timestamp_now_ms(),
+                              err);
     if (rc == MW_OK)
         rc = mw_outbox_note_last(y->s, id, err);
     if (rc == MW_OK)
@@ -509,8 +507,8 @@ static enum mw_err push_all(struct sync *y, struct mw_error *err)
                    y->gz.len, status, (long long)(mono_ms() - t0));
         if (status == 200) {
             struct mw_results *r = NULL;
-            rc = mw_proto_results_decode((const char *)y->resp.body.data, y->resp.body.len,
-                                         y->ids, y->n, &r, err);
+            rc = mw_proto_results_decode((const char *)y->resp.body.data, y->resp.body.len, y->ids,
+                                         y->n, &r, err);
             if (rc != MW_OK) {
                 y->res->outcome = rc == MW_ENOMEM ? MW_AGENT_SYNC_STORAGE : MW_AGENT_SYNC_FAILED;
                 return mw_fail(err, rc, "push: the server's answer does not answer the batch");
@@ -595,8 +593,7 @@ static enum mw_err commit_page(struct sync *y, const struct pull_state *before,
     int64_t in_flight = 0;
     rc = query_i64(y->s, "SELECT count(*) FROM outbox WHERE in_flight = 1", &in_flight, err);
     if (rc == MW_OK && in_flight > 0)
-        rc = mw_fail(err, MW_EINVAL, "pull: %lld ops in flight; push first",
-                     (long long)in_flight);
+        rc = mw_fail(err, MW_EINVAL, "pull: %lld ops in flight; push first", (long long)in_flight);
     if (rc == MW_OK)
         rc = mw_cache_apply(y->s, page, gen, err);
     if (rc == MW_OK && open && !page->has_more) {
@@ -638,9 +635,8 @@ static enum mw_err pull_all(struct sync *y, struct mw_error *err)
             y->res->outcome = storage_or_failed(rc);
             return rc;
         }
-        int n = snprintf(y->url, sizeof(y->url), "%s/v1/sync/pull?limit=%d%s%s",
-                         y->set->server_url, (int)y->a->opt.pull_limit,
-                         ps.cursor[0] ? "&cursor=" : "", ps.cursor);
+        int n = snprintf(y->url, sizeof(y->url), "%s/v1/sync/pull?limit=%d%s%s", y->set->server_url,
+                         (int)y->a->opt.pull_limit, ps.cursor[0] ? "&cursor=" : "", ps.cursor);
         if (n < 0 || (size_t)n >= sizeof(y->url)) {
             y->res->outcome = MW_AGENT_SYNC_FAILED;
             return mw_fail(err, MW_EINVAL, "pull: URL too long");
@@ -661,8 +657,10 @@ static enum mw_err pull_all(struct sync *y, struct mw_error *err)
                        "pull: cursor expired; starting again from a snapshot");
             rc = mw_store_begin(y->s, err);
             if (rc == MW_OK)
-                rc = exec2(y->s, "UPDATE sync_state SET cursor = NULL, snapshot_open = 0"
-                                 " WHERE id = 1", 0, 0, err);
+                rc = exec2(y->s,
+                           "UPDATE sync_state SET cursor = NULL, snapshot_open = 0"
+                           " WHERE id = 1",
+                           0, 0, err);
             if (rc == MW_OK)
                 rc = mw_store_commit(y->s, err);
             else
@@ -682,7 +680,8 @@ static enum mw_err pull_all(struct sync *y, struct mw_error *err)
             return mw_fail(err, rc, "pull: the server's page does not parse");
         }
         rc = commit_page(y, &ps, page, err);
-        bool more = page->has_more;
+        /* An empty page that claims more would have us ask forever. */
+        bool more = page->has_more && page->n_changes > 0;
         if (rc == MW_OK)
             y->res->pulled += (int64_t)page->n_changes;
         mw_proto_pull_free(page);
@@ -892,8 +891,7 @@ enum mw_err mw_agent_status(struct mw_agent *a, struct mw_agent_status *out, str
         v = sqlite3_column_text(st, 8);
         snprintf(out->cursor, sizeof(out->cursor), "%s", v ? (const char *)v : "");
         v = sqlite3_column_text(st, 9);
-        snprintf(out->last_sync_cid, sizeof(out->last_sync_cid), "%s",
-                 v ? (const char *)v : "");
+        snprintf(out->last_sync_cid, sizeof(out->last_sync_cid), "%s", v ? (const char *)v : "");
     } else {
         rc = mw_store_fail(a->store, src, err, "status");
     }

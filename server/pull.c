@@ -204,7 +204,9 @@ static PGresult *query(struct page *pg, const char *sql, int n, const char *cons
 /* The column layouts below are shared by the snapshot and the feed queries. */
 #define ROLE_COLS     "r.role_id, r.role_name, rp.permission"
 #define LOCATION_COLS "l.location_id, l.location_name, l.address, l.is_active"
-#define USER_COLS     "u.user_id::text, u.username, u.first_name, u.last_name, u.is_active, r.role_name"
+#define USER_COLS                                              \
+    "u.user_id::text, u.username, u.first_name, u.last_name, " \
+    "u.is_active, r.role_name"
 #define ITEM_COLS                                                                             \
     "i.resource_id::text, i.item_sku, i.item_name, i.location_id, i.quantity, i.description," \
     " floor(extract(epoch FROM i.last_updated_at) * 1000)::int8"

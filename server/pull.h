@@ -44,8 +44,10 @@
 /* Writes one page, {"changes":[...],"cursor":"...","has_more":bool}, to out (appended; out's
  * own limit must allow MW_PULL_BODY_MAX). cursor is NULL, "" or "0" for a full snapshot, or
  * a cursor an earlier page returned. limit is 1..MW_PULL_LIMIT_MAX changes (0 means
- * MW_PULL_LIMIT_DEFAULT); a page also ends before MW_PULL_BODY_MAX bytes. has_more is true
- * when more changes are ready now. conn is a runtime-role connection outside a transaction.
+ * MW_PULL_LIMIT_DEFAULT); a page also ends before MW_PULL_BODY_MAX bytes. The changes of one
+ * entity are not split across pages, so a page whose first entity makes more changes than
+ * limit (a renamed item: the delete of its old SKU and its upsert) holds them all. has_more is
+ * true when more changes are ready now. conn is a runtime-role connection outside a transaction.
  * Errors: MW_EMALFORMED (a cursor this server did not issue; HTTP 400), MW_ENOTFOUND (the
  * cursor is older than the feed's retained history, change_feed_horizon: HTTP 410
  * cursor_expired, and the device starts over without a cursor), MW_EDB, MW_ENOMEM,

@@ -259,7 +259,7 @@ static struct mw_reconcile_arr *col(struct table *t, int i)
     return &t->col[i];
 }
 
-/* ---- small helpers --------------------------------------------------------------------- */
+/* ---- small utilities --------------------------------------------------------------------- */
 
 static int cmp_str(const void *a, const void *b)
 {

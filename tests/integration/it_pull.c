@@ -35,7 +35,7 @@ static PGconn *app;
 static char *su_ci;
 static char *app_ci;
 
-/* ---- libpq helpers ---- */
+/* ---- libpq shorthands ---- */
 
 static PGresult *must(PGconn *c, const char *sql, int n, const char *const *params)
 {

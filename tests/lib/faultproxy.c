@@ -80,8 +80,8 @@ static void *pump(void *arg)
     size_t from_client = 0;
     char buf[16384];
     for (;;) {
-        struct pollfd fds[3] = {{c->client, POLLIN, 0}, {c->server, POLLIN, 0},
-                                {p->stop_pipe[0], POLLIN, 0}};
+        struct pollfd fds[3] = {
+            {c->client, POLLIN, 0}, {c->server, POLLIN, 0}, {p->stop_pipe[0], POLLIN, 0}};
         if (poll(fds, 3, -1) < 0) {
             if (errno == EINTR)
                 continue;

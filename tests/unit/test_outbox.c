@@ -143,17 +143,16 @@ static void test_outbox_records_each_type(void **state)
     assert_int_equal(mw_agent_record_adjust(f->a, &m, "SKU-1", -2, "broken", &r[0], &err), MW_OK);
     assert_int_equal(mw_agent_record_count(f->a, &ANN, "SKU-1", 4, &r[1], &err), MW_OK);
     assert_int_equal(mw_agent_record_relocate(f->a, &ANN, "SKU-1", 2, &r[2], &err), MW_OK);
-    assert_int_equal(mw_agent_record_receive(f->a, &ANN, "NEW-1", "Gadget", 1, 6, "blue",
-                                             &r[3], &err),
-                     MW_OK);
+    assert_int_equal(
+        mw_agent_record_receive(f->a, &ANN, "NEW-1", "Gadget", 1, 6, "blue", &r[3], &err), MW_OK);
     assert_int_equal(mw_agent_record_interact(f->a, &ANN, "scan", "SKU-1", "item",
                                               "{\"screen\":\"pick\",\"n\":[1,2]}", &r[4], &err),
                      MW_OK);
     assert_int_equal(
         mw_agent_record_allocate(f->a, &ANN, "SKU-1", 12, 1, "rush order", &r[5], &err), MW_OK);
-    assert_int_equal(mw_agent_record_event(f->a, &ANN, "scanner", "update", "{\"battery\":71}",
-                                           &r[6], &err),
-                     MW_OK);
+    assert_int_equal(
+        mw_agent_record_event(f->a, &ANN, "scanner", "update", "{\"battery\":71}", &r[6], &err),
+        MW_OK);
     assert_int_equal(q_int(f->a, "SELECT count(*) FROM outbox"), 7);
 
     /* Receipts: increasing seq and op_id, UUIDv7, the given correlation id kept. */
@@ -223,8 +222,8 @@ static void test_outbox_local_view_follows_every_op(void **state)
     assert_string_equal(s.location, "A2");
 
     /* A receive of a new SKU makes the item at once; a known SKU's quantity grows. */
-    assert_int_equal(
-        mw_agent_record_receive(f->a, &ANN, "NEW-1", "Gadget", 1, 6, NULL, NULL, &err), MW_OK);
+    assert_int_equal(mw_agent_record_receive(f->a, &ANN, "NEW-1", "Gadget", 1, 6, NULL, NULL, &err),
+                     MW_OK);
     assert_int_equal(quantity(f->a, "NEW-1"), 6);
     assert_int_equal(mw_agent_record_receive(f->a, &ANN, "NEW-1", NULL, 1, 4, NULL, NULL, &err),
                      MW_OK);
@@ -294,34 +293,29 @@ static void test_outbox_validates_input(void **state)
         enum mw_err want;
         const char *text;
     } cases[] = {
-        {mw_agent_record_adjust(f->a, &ANN, "SKU-1", 0, NULL, NULL, &err), MW_EMALFORMED,
-         "delta"},
+        {mw_agent_record_adjust(f->a, &ANN, "SKU-1", 0, NULL, NULL, &err), MW_EMALFORMED, "delta"},
         {mw_agent_record_adjust(f->a, &badcid, "SKU-1", 1, NULL, NULL, &err), MW_EMALFORMED,
          "correlation id"},
         {mw_agent_record_adjust(f->a, &nouser, "SKU-1", 1, NULL, NULL, &err), MW_EINVAL, "user"},
-        {mw_agent_record_adjust(f->a, &neg, "SKU-1", 1, NULL, NULL, &err), MW_EMALFORMED,
-         "time"},
+        {mw_agent_record_adjust(f->a, &neg, "SKU-1", 1, NULL, NULL, &err), MW_EMALFORMED, "time"},
         {mw_agent_record_adjust(f->a, &ANN, "", 1, NULL, NULL, &err), MW_EMALFORMED, "SKU"},
         {mw_agent_record_adjust(f->a, &ANN, "SKU\xff", 1, NULL, NULL, &err), MW_EMALFORMED,
          "UTF-8"},
         {mw_agent_record_adjust(f->a, NULL, "SKU-1", 1, NULL, NULL, &err), MW_EINVAL, NULL},
         {mw_agent_record_count(f->a, &ANN, "SKU-1", -1, NULL, &err), MW_EMALFORMED, "counted"},
-        {mw_agent_record_relocate(f->a, &ANN, "SKU-1", 0, NULL, &err), MW_EMALFORMED,
-         "location"},
-        {mw_agent_record_receive(f->a, &ANN, "SKU-1", NULL, 1, 0, NULL, NULL, &err),
-         MW_EMALFORMED, "quantity"},
-        {mw_agent_record_interact(f->a, &ANN, "scan", NULL, NULL, "[1]", NULL, &err),
-         MW_EMALFORMED, "object"},
+        {mw_agent_record_relocate(f->a, &ANN, "SKU-1", 0, NULL, &err), MW_EMALFORMED, "location"},
+        {mw_agent_record_receive(f->a, &ANN, "SKU-1", NULL, 1, 0, NULL, NULL, &err), MW_EMALFORMED,
+         "quantity"},
+        {mw_agent_record_interact(f->a, &ANN, "scan", NULL, NULL, "[1]", NULL, &err), MW_EMALFORMED,
+         "object"},
         {mw_agent_record_interact(f->a, &ANN, "scan", NULL, NULL, "{\"a\":", NULL, &err),
          MW_EMALFORMED, "JSON"},
-        {mw_agent_record_interact(f->a, &ANN, NULL, NULL, NULL, NULL, NULL, &err), MW_EINVAL,
-         NULL},
+        {mw_agent_record_interact(f->a, &ANN, NULL, NULL, NULL, NULL, NULL, &err), MW_EINVAL, NULL},
         {mw_agent_record_allocate(f->a, &ANN, "SKU-1", 1, 1, "  ", NULL, &err), MW_EMALFORMED,
          "reason"},
         {mw_agent_record_event(f->a, &ANN, "scanner", "boom", "{}", NULL, &err), MW_EMALFORMED,
          "event type"},
-        {mw_agent_record_event(f->a, &ANN, "scanner", "sync", NULL, NULL, &err), MW_EINVAL,
-         NULL},
+        {mw_agent_record_event(f->a, &ANN, "scanner", "sync", NULL, NULL, &err), MW_EINVAL, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (cases[i].rc != cases[i].want)
@@ -383,8 +377,7 @@ static void reject_seq(struct mw_agent *a, int64_t seq, const char *code)
 {
     struct mw_error err = {0};
     assert_int_equal(mw_store_begin(a->store, &err), MW_OK);
-    assert_int_equal(mw_outbox_reject(a->store, seq, code, "no stock", 1700000000000, &err),
-                     MW_OK);
+    assert_int_equal(mw_outbox_reject(a->store, seq, code, "no stock", 1700000000000, &err), MW_OK);
     assert_int_equal(mw_store_commit(a->store, &err), MW_OK);
 }
 
@@ -427,8 +420,8 @@ static void test_outbox_answers_keep_the_local_view(void **state)
 
     /* A rejected receive of a new SKU takes its local item with it. */
     struct mw_agent_receipt rr;
-    assert_int_equal(
-        mw_agent_record_receive(f->a, &ANN, "NEW-1", "Gadget", 1, 6, NULL, &rr, &err), MW_OK);
+    assert_int_equal(mw_agent_record_receive(f->a, &ANN, "NEW-1", "Gadget", 1, 6, NULL, &rr, &err),
+                     MW_OK);
     assert_int_equal(q_int(f->a, "SELECT count(*) FROM items WHERE sku = 'NEW-1'"), 1);
     reject_seq(f->a, rr.seq, "forbidden");
     assert_int_equal(q_int(f->a, "SELECT count(*) FROM items WHERE sku = 'NEW-1'"), 0);
@@ -484,8 +477,9 @@ static void test_outbox_rejected_retry_and_drop(void **state)
     assert_string_equal(again.correlation_id, r2.correlation_id);
     assert_int_equal(quantity(f->a, "SKU-1"), 12);
     char sql[200];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM outbox WHERE orig_op_id = '%s' AND data ="
-                              " '{\"sku\":\"SKU-1\",\"delta\":2}'",
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM outbox WHERE orig_op_id = '%s' AND data ="
+             " '{\"sku\":\"SKU-1\",\"delta\":2}'",
              r2.op_id);
     assert_int_equal(q_int(f->a, sql), 1);
     assert_int_equal(q_int(f->a, "SELECT count(*) FROM rejected"), 1);
@@ -508,8 +502,7 @@ static void test_outbox_limit_refuses_with_nothing_dropped(void **state)
     mw_agent_close(f->a);
     f->a = open_agent(f->path, &o);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(mw_agent_record_adjust(f->a, &ANN, "SKU-1", 1, NULL, NULL, &err),
-                         MW_OK);
+        assert_int_equal(mw_agent_record_adjust(f->a, &ANN, "SKU-1", 1, NULL, NULL, &err), MW_OK);
     assert_int_equal(mw_agent_record_adjust(f->a, &ANN, "SKU-1", 1, NULL, NULL, &err), MW_EFULL);
     assert_non_null(strstr(err.msg, "outbox full"));
     assert_int_equal(q_int(f->a, "SELECT count(*) FROM outbox"), 3);
@@ -549,8 +542,7 @@ static void test_outbox_full_disk_keeps_earlier_ops(void **state)
     assert_true(ok > 10);
     /* Still full: refused again, and the file holds exactly what was confirmed. */
     mw_error_clear(&err);
-    assert_int_equal(mw_agent_record_adjust(f->a, &ANN, "SKU-1", 1, reason, NULL, &err),
-                     MW_EFULL);
+    assert_int_equal(mw_agent_record_adjust(f->a, &ANN, "SKU-1", 1, reason, NULL, &err), MW_EFULL);
     mw_agent_close(f->a);
     f->a = open_agent(f->path, NULL);
     assert_int_equal(q_int(f->a, "SELECT count(*) FROM outbox"), ok);
@@ -562,7 +554,7 @@ static void test_outbox_full_disk_keeps_earlier_ops(void **state)
     assert_int_equal(mw_agent_record_adjust(f->a, &ANN, "SKU-1", 1, reason, NULL, &err), MW_OK);
 }
 
-#define PROCS       4
+#define PROCS        4
 #define OPS_PER_PROC 40
 
 static void test_outbox_several_processes_record_at_once(void **state)
@@ -613,8 +605,8 @@ static void test_outbox_allocation_failures(void **state)
         struct mw_error err = {0};
         struct mw_agent_receipt r;
         mw_mem_fail_at(n);
-        enum mw_err rc = mw_agent_record_interact(f->a, &ANN, "scan", "x", "y", "{\"k\":[1]}",
-                                                  &r, &err);
+        enum mw_err rc =
+            mw_agent_record_interact(f->a, &ANN, "scan", "x", "y", "{\"k\":[1]}", &r, &err);
         int fired = mw_mem_fail_fired();
         mw_mem_fail_reset();
         if (!fired) {
@@ -633,6 +625,12 @@ static void test_outbox_allocation_failures(void **state)
     assert_true(failed >= 1);
     assert_int_equal(q_int(f->a, "SELECT count(*) FROM outbox"), 1);
 }
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SPEED_RATIO_MIN 0.5
+#else
+#define SPEED_RATIO_MIN 0.8
+#endif
 
 static double now_s(void)
 {
@@ -693,28 +691,25 @@ static void test_outbox_recording_speed(void **state)
     double ratio = best_raw / best_rec;
     printf("recording speed: %.0f ops/s recorded, %.0f rows/s raw insert (ratio %.2f)\n",
            n / best_rec, n / best_raw, ratio);
-    /* The bound the product asks for is 0.8 on flash, where the fsync dominates; on a RAM
-     * file system the lookups weigh more, hence the looser check here. */
-    assert_true(ratio >= 0.4);
+    /* The product asks for 0.8. Under AddressSanitizer our code runs instrumented and the
+     * SQLite library does not, which skews the comparison. */
+    assert_true(ratio >= SPEED_RATIO_MIN);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_outbox_records_each_type, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_outbox_local_view_follows_every_op, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_local_view_follows_every_op, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_refuses_unknown_reference_data, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_outbox_validates_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_op_ids_stay_monotonic, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_outbox_answers_keep_the_local_view, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_answers_keep_the_local_view, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_rejected_retry_and_drop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_limit_refuses_with_nothing_dropped, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_outbox_full_disk_keeps_earlier_ops, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_full_disk_keeps_earlier_ops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_several_processes_record_at_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_outbox_allocation_failures, setup, teardown),

@@ -13,7 +13,8 @@
  * Thread safety: one struct mw_agent per thread. Threads and processes (a scanner app and the
  * gateway daemon, say) may each open their own on the same data file at the same time; their
  * writes are serialised by the file's write lock, which a writer waits for up to
- * busy_timeout_ms. mw_agent_version is callable from any thread. */
+ * busy_timeout_ms. Recording goes on while another thread or process syncs; only one sync
+ * runs per data file at a time. mw_agent_version is callable from any thread. */
 #ifndef MIDWAY_AGENT_H
 #define MIDWAY_AGENT_H
 #include "midway/err.h"
@@ -60,7 +61,6 @@ struct mw_agent_options {
     int32_t busy_timeout_ms;             /* wait for another writer's lock; 0 = 5000, max 600000 */
     int64_t max_file_bytes; /* ceiling on the data file, reached as MW_EFULL with nothing
                                lost; 0 = none. The write-ahead log comes on top (~4 MB). */
-    /* Added in 0.1 with sync. */
     int64_t max_outbox_ops;     /* ops waiting to be sent before recording refuses with
                                    MW_EFULL; 0 = MW_AGENT_OUTBOX_DEFAULT */
     int32_t batch_max_ops;      /* ops per push; 0 = 500, max 5000 */
@@ -71,8 +71,8 @@ struct mw_agent_options {
     int32_t request_timeout_ms; /* one whole request, sending and answer; 0 = 120000 */
 };
 
-#define MW_AGENT_OPTIONS_INIT                                                          \
-    {                                                                                  \
+#define MW_AGENT_OPTIONS_INIT                                                             \
+    {                                                                                     \
         sizeof(struct mw_agent_options), MW_AGENT_DURABILITY_FULL, 0, 0, 0, 0, 0, 0, 0, 0 \
     }
 
@@ -115,10 +115,10 @@ MW_API int mw_agent_schema_version(const struct mw_agent *a);
 
 /* The settings as stored in the data file. Empty strings mean "not set yet". */
 struct mw_agent_settings {
-    char server_url[MW_AGENT_URL_MAX + 1];       /* "https://host[:port]" */
-    char device_id[MW_AGENT_DEVICE_ID_MAX + 1];  /* as `midway-server device add` printed it */
-    char token_file[MW_AGENT_PATH_MAX + 1];      /* absolute path of the device token */
-    char ca_file[MW_AGENT_PATH_MAX + 1];         /* absolute path of the CA bundle (PEM) */
+    char server_url[MW_AGENT_URL_MAX + 1];      /* "https://host[:port]" */
+    char device_id[MW_AGENT_DEVICE_ID_MAX + 1]; /* as `midway-server device add` printed it */
+    char token_file[MW_AGENT_PATH_MAX + 1];     /* absolute path of the device token */
+    char ca_file[MW_AGENT_PATH_MAX + 1];        /* absolute path of the CA bundle (PEM) */
 };
 
 /* Stores the sync settings in a's data file, replacing earlier ones. All four strings are
@@ -132,15 +132,13 @@ struct mw_agent_settings {
  * message names it), MW_ENOTFOUND (a file does not exist), MW_EAUTH (the token file is
  * readable by everyone), MW_EIO, MW_EBUSY, MW_EFULL. Nothing is stored on failure. */
 MW_API MW_NODISCARD enum mw_err mw_agent_settings_set(struct mw_agent *a, const char *server_url,
-                                                      const char *device_id,
-                                                      const char *token_file,
+                                                      const char *device_id, const char *token_file,
                                                       const char *ca_file, struct mw_error *err);
 
 /* Reads the settings into *out (the caller's storage; about 10 KB, fine on the stack).
  * Errors: MW_EINVAL, MW_EIO, MW_EBUSY. */
-MW_API MW_NODISCARD enum mw_err mw_agent_settings_get(struct mw_agent *a,
-                                                      struct mw_agent_settings *out,
-                                                      struct mw_error *err);
+MW_API MW_NODISCARD enum mw_err
+mw_agent_settings_get(struct mw_agent *a, struct mw_agent_settings *out, struct mw_error *err);
 
 /* ---- recording ------------------------------------------------------------------------- */
 
@@ -182,20 +180,16 @@ struct mw_agent_receipt {
 
 /* inventory.adjust: add delta (non-zero, may be negative) to the item's quantity. reason is
  * optional (NULL). */
-MW_API MW_NODISCARD enum mw_err mw_agent_record_adjust(struct mw_agent *a,
-                                                       const struct mw_agent_meta *meta,
-                                                       const char *sku, int32_t delta,
-                                                       const char *reason,
-                                                       struct mw_agent_receipt *receipt_out,
-                                                       struct mw_error *err);
+MW_API MW_NODISCARD enum mw_err
+mw_agent_record_adjust(struct mw_agent *a, const struct mw_agent_meta *meta, const char *sku,
+                       int32_t delta, const char *reason, struct mw_agent_receipt *receipt_out,
+                       struct mw_error *err);
 
 /* inventory.count: the operator counted `counted` (>= 0) on the shelf at meta->at_ms. The
  * local view shows `counted` at once. */
-MW_API MW_NODISCARD enum mw_err mw_agent_record_count(struct mw_agent *a,
-                                                      const struct mw_agent_meta *meta,
-                                                      const char *sku, int32_t counted,
-                                                      struct mw_agent_receipt *receipt_out,
-                                                      struct mw_error *err);
+MW_API MW_NODISCARD enum mw_err
+mw_agent_record_count(struct mw_agent *a, const struct mw_agent_meta *meta, const char *sku,
+                      int32_t counted, struct mw_agent_receipt *receipt_out, struct mw_error *err);
 
 /* inventory.relocate: the item now lives at location to_location_id (a cached location). */
 MW_API MW_NODISCARD enum mw_err mw_agent_record_relocate(struct mw_agent *a,
@@ -225,31 +219,29 @@ mw_agent_record_interact(struct mw_agent *a, const struct mw_agent_meta *meta, c
  * (manual_override non-zero) needs a non-blank override_reason. */
 MW_API MW_NODISCARD enum mw_err
 mw_agent_record_allocate(struct mw_agent *a, const struct mw_agent_meta *meta, const char *sku,
-                         int32_t predicted_need, int manual_override,
-                         const char *override_reason, struct mw_agent_receipt *receipt_out,
-                         struct mw_error *err);
+                         int32_t predicted_need, int manual_override, const char *override_reason,
+                         struct mw_agent_receipt *receipt_out, struct mw_error *err);
 
 /* event.record (IntegrationEvent): source_system (required), event_type ("sync", "update",
  * "error", "create" or "delete") and details_json (a JSON object as text, required). */
 MW_API MW_NODISCARD enum mw_err
 mw_agent_record_event(struct mw_agent *a, const struct mw_agent_meta *meta,
-                      const char *source_system, const char *event_type,
-                      const char *details_json, struct mw_agent_receipt *receipt_out,
-                      struct mw_error *err);
+                      const char *source_system, const char *event_type, const char *details_json,
+                      struct mw_agent_receipt *receipt_out, struct mw_error *err);
 
 /* ---- sync ------------------------------------------------------------------------------ */
 
 /* How a sync ended. The values are midway-agent's exit codes. */
 enum mw_agent_sync_outcome {
-    MW_AGENT_SYNC_DONE = 0,        /* everything pending was pushed and answered; pulled */
-    MW_AGENT_SYNC_FAILED = 1,      /* settings missing or unusable, or the server answered
-                                      something unexpected; nothing lost */
-    MW_AGENT_SYNC_REJECTED = 3,    /* done, but the server rejected some ops (see rejected) */
-    MW_AGENT_SYNC_UNREACHABLE = 4, /* no connection, a timeout, or the server was busy
-                                      (429/503/5xx): nothing lost, everything still queued */
+    MW_AGENT_SYNC_DONE = 0,         /* everything pending was pushed and answered; pulled */
+    MW_AGENT_SYNC_FAILED = 1,       /* settings missing or unusable, or the server answered
+                                       something unexpected; nothing lost */
+    MW_AGENT_SYNC_REJECTED = 3,     /* done, but the server rejected some ops (see rejected) */
+    MW_AGENT_SYNC_UNREACHABLE = 4,  /* no connection, a timeout, or the server was busy
+                                       (429/503/5xx): nothing lost, everything still queued */
     MW_AGENT_SYNC_UNAUTHORIZED = 5, /* the server refused the device's token (401) or device
                                        id (403); nothing removed from the outbox */
-    MW_AGENT_SYNC_STORAGE = 6,     /* the local data file failed (I/O, full, locked) */
+    MW_AGENT_SYNC_STORAGE = 6,      /* the local data file failed (I/O, full, locked) */
 };
 
 /* What one mw_agent_sync call did (the caller's storage; the call fills all of it). */
@@ -264,7 +256,7 @@ struct mw_agent_sync_result {
     int64_t batches;        /* push requests answered */
     int64_t retry_after_ms; /* the server's Retry-After on 429/503, else 0 */
     int64_t duration_ms;
-    int stopped;            /* 1 when stop() asked to end early */
+    int stopped;             /* 1 when stop() asked to end early */
     char correlation_id[37]; /* X-Correlation-ID of this sync's requests (also in the
                                 server's log) */
 };
