@@ -188,6 +188,10 @@ static void handle_push(struct mw_route_ctx *ctx, PGconn *conn)
     struct mw_reconcile_stats stats;
     memset(&stats, 0, sizeof stats);
     rc = mw_reconcile_push(&rctx, conn, ctx->device_id, push, &request_cid, &stats, &err);
+    if (rc == MW_EAUTH) { /* revoked between authentication and the batch's device lock */
+        mw_routes_error(ctx, 401, "unauthorized", "unknown or revoked device token");
+        goto out;
+    }
     if (rc != MW_OK) {
         db_unavailable(ctx, &err);
         goto out;
