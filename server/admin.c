@@ -158,6 +158,16 @@ static const struct command commands[] = {
      "  --quantity Q         0..2147483647\n"
      "\n"
      "JSON: {\"resource_id\", \"sku\", \"name\", \"location_id\", \"quantity\"}\n"},
+    {"item", "history", F_SKU, 0, mw_admin_stock_item_history, "item history --sku SKU",
+     "Shows every movement of an item, oldest first: when it happened on the device, when it\n"
+     "was applied, its kind, delta and the quantity after, who did it, from which device, and\n"
+     "the correlation id that joins it to received_op and both sides' logs. The last line\n"
+     "checks that the quantity equals what the ledger explains.\n"
+     "\n"
+     "JSON: {\"resource_id\", \"sku\", \"name\", \"quantity\", \"ledger_sum\", \"movements\":\n"
+     "       [{\"kind\", \"delta\", \"quantity_after\", \"location_id\", \"event_at\",\n"
+     "         \"applied_at\", \"user_id\", \"username\", \"device_id\", \"op_id\",\n"
+     "         \"correlation_id\"}]}\n"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -110,5 +110,6 @@ int mw_admin_user_grant(const struct mw_admin_cmd *c);
 int mw_admin_user_ungrant(const struct mw_admin_cmd *c);
 int mw_admin_stock_location_add(const struct mw_admin_cmd *c);
 int mw_admin_stock_item_add(const struct mw_admin_cmd *c);
+int mw_admin_stock_item_history(const struct mw_admin_cmd *c);
 
 #endif

@@ -1,5 +1,7 @@
 /* admin_stock.c - location add and item add (see admin.h). */
 #include "admin_internal.h"
+#include "ledger.h"
+#include "timestamp.h"
 #include "bounds.h"
 #include "db.h"
 #include "midway/log.h"
@@ -218,4 +220,113 @@ done:
     PQclear(bad);
     mw_admin_disconnect(&db);
     return rc;
+}
+
+/* ---- item history ------------------------------------------------------------------------ */
+
+struct history_out {
+    const struct mw_admin_cmd *cmd;
+    cJSON *movements; /* --json: collected here; else printed as they come */
+    bool oom;
+    bool header_done;
+};
+
+static void time_text(int64_t ms, char out[MW_TIMESTAMP_LEN])
+{
+    struct mw_error ignored = {0};
+    if (mw_timestamp_format(ms, out, &ignored) != MW_OK)
+        snprintf(out, MW_TIMESTAMP_LEN, "?");
+}
+
+static int print_movement(const struct mw_ledger_entry *e, void *arg)
+{
+    struct history_out *h = arg;
+    char event_at[MW_TIMESTAMP_LEN], applied_at[MW_TIMESTAMP_LEN];
+    time_text(e->event_at_ms, event_at);
+    time_text(e->applied_at_ms, applied_at);
+    if (h->movements) {
+        cJSON *m = cJSON_CreateObject();
+        bool ok = m && cJSON_AddStringToObject(m, "kind", e->kind) &&
+                  cJSON_AddNumberToObject(m, "delta", e->delta) &&
+                  cJSON_AddNumberToObject(m, "quantity_after", e->quantity_after) &&
+                  cJSON_AddNumberToObject(m, "location_id", e->location_id) &&
+                  cJSON_AddStringToObject(m, "event_at", event_at) &&
+                  cJSON_AddStringToObject(m, "applied_at", applied_at);
+        const char *keys[] = {"user_id", "username", "device_id", "op_id", "correlation_id"};
+        const char *vals[] = {e->user_id, e->username, e->device_id, e->op_id,
+                              e->correlation_id};
+        for (size_t i = 0; ok && i < 5; i++)
+            ok = vals[i] ? cJSON_AddStringToObject(m, keys[i], vals[i]) != NULL
+                         : cJSON_AddNullToObject(m, keys[i]) != NULL;
+        if (!ok || !cJSON_AddItemToArray(h->movements, m)) {
+            cJSON_Delete(m);
+            h->oom = true;
+            return 1;
+        }
+        return 0;
+    }
+    if (!h->header_done) {
+        printf("%-24s  %-8s %7s    %-7s %-16s %-22s %s\n", "event time", "kind", "delta",
+               "after", "user", "device", "correlation id");
+        h->header_done = true;
+    }
+    char who[64], dev[80];
+    printf("%s  %-8s %+7d -> %-7d %-16s %-22s cid=%s\n", event_at, e->kind, e->delta,
+           e->quantity_after, mw_admin_printable(e->username ? e->username : "-", who, sizeof who),
+           mw_admin_printable(e->device_id ? e->device_id : "(admin)", dev, sizeof dev),
+           e->correlation_id ? e->correlation_id : "-");
+    return 0;
+}
+
+int mw_admin_stock_item_history(const struct mw_admin_cmd *c)
+{
+    if (!c->sku)
+        return mw_admin_usage(c, "--sku is required (see --help)");
+    if (!sku_ok(c->sku))
+        return mw_admin_usage(c, "--sku must be 1..%u bytes of UTF-8 text without control "
+                                 "characters or surrounding spaces",
+                              MW_SKU_MAX);
+    struct mw_admin_db db = {0};
+    int rc = mw_admin_connect(c, &db);
+    if (rc != MW_ADMIN_EXIT_OK)
+        return rc;
+    struct history_out h = {.cmd = c, .movements = c->json ? cJSON_CreateArray() : NULL};
+    if (c->json && !h.movements) {
+        mw_admin_disconnect(&db);
+        return mw_admin_failed(c, "out of memory");
+    }
+    struct mw_ledger_item item;
+    struct mw_error err = {0};
+    enum mw_err lrc = mw_ledger_history(db.conn, c->sku, print_movement, &h, &item, &err);
+    mw_admin_disconnect(&db);
+    if (lrc == MW_ENOTFOUND) {
+        cJSON_Delete(h.movements);
+        char shown[64];
+        return mw_admin_failed(c, "no item with SKU '%s'",
+                               mw_admin_printable(c->sku, shown, sizeof shown));
+    }
+    if (lrc != MW_OK || h.oom) {
+        cJSON_Delete(h.movements);
+        return mw_admin_failed(c, "%s", h.oom ? "out of memory" : err.msg);
+    }
+    if (c->json) {
+        cJSON *out = cJSON_CreateObject();
+        if (out && (!cJSON_AddStringToObject(out, "resource_id", item.resource_id) ||
+                    !cJSON_AddStringToObject(out, "sku", item.sku) ||
+                    !cJSON_AddStringToObject(out, "name", item.name) ||
+                    !cJSON_AddNumberToObject(out, "quantity", item.quantity) ||
+                    !cJSON_AddNumberToObject(out, "ledger_sum", (double)item.ledger_sum) ||
+                    !cJSON_AddItemToObject(out, "movements", h.movements))) {
+            cJSON_Delete(out);
+            cJSON_Delete(h.movements);
+            out = NULL;
+        }
+        return mw_admin_print_json(c, out);
+    }
+    char name[128];
+    printf("%s (%s): quantity %d, ledger explains %lld over %zu movement(s)%s\n", item.sku,
+           mw_admin_printable(item.name, name, sizeof name), item.quantity,
+           (long long)item.ledger_sum, item.entries,
+           item.ledger_sum == item.quantity ? "" : "  <-- MISMATCH");
+    return MW_ADMIN_EXIT_OK;
 }
