@@ -13,6 +13,7 @@
 #include "pgcluster.h"
 #include "srvtest.h"
 #include "testutil.h"
+#include "uuid.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -171,6 +172,74 @@ static void envelope_400_and_device_403(void **state)
     assert_int_equal(push(h, body, strlen(body), &out), 200);
     assert_non_null(strstr(out, "\"results\":[]"));
     free(out);
+}
+
+/* A push applied through the whole server, and the item's history explaining it. */
+static void push_applies_and_history_explains(void **state)
+{
+    (void)state;
+    char *out = NULL;
+    const char *loc[] = {"location", "add", "--name", "Aisle 9", "--json", NULL};
+    assert_int_equal(srvtest_admin(srv, &out, NULL, loc), 0);
+    char *p = strstr(out, "\"location_id\":");
+    assert_non_null(p);
+    char lid[16];
+    snprintf(lid, sizeof lid, "%ld", strtol(p + strlen("\"location_id\":"), NULL, 10));
+    free(out);
+    const char *item[] = {"item", "add", "--sku", "HIST-1", "--name", "History", "--location",
+                          lid, "--quantity", "3", "--json", NULL};
+    assert_int_equal(srvtest_admin(srv, NULL, NULL, item), 0);
+    const char *user[] = {"user", "add", "--username", "hist", "--email", "hist@example.com",
+                          "--role", "operator", "--json", NULL};
+    assert_int_equal(srvtest_admin(srv, &out, "a-long-password\n", user), 0);
+    char *uid = srvtest_query(srv, "SELECT user_id FROM users WHERE username = 'hist'");
+    assert_non_null(uid);
+    free(out);
+
+    struct mw_uuid ids[4];
+    char s_ids[4][MW_UUID_STR_SIZE];
+    struct mw_error err = {0};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(mw_uuid_v7(&ids[i], &err), MW_OK);
+        mw_uuid_format(&ids[i], s_ids[i]);
+    }
+    char body[2048];
+    snprintf(body, sizeof body,
+             "{\"device_id\":\"%s\",\"batch_id\":\"%s\",\"ops\":["
+             "{\"op_id\":\"%s\",\"correlation_id\":\"%s\",\"type\":\"inventory.adjust\","
+             "\"at\":\"2026-11-25T08:00:00Z\",\"user_id\":\"%s\",\"data\":{\"sku\":\"HIST-1\",\"delta\":-2}},"
+             "{\"op_id\":\"%s\",\"correlation_id\":\"%s\",\"type\":\"inventory.adjust\","
+             "\"at\":\"2026-11-25T08:00:01Z\",\"user_id\":\"%s\",\"data\":{\"sku\":\"HIST-1\",\"delta\":-2}},"
+             "{\"op_id\":\"%s\",\"correlation_id\":\"%s\",\"type\":\"inventory.adjust\","
+             "\"at\":\"2026-11-25T08:00:02Z\",\"user_id\":\"%s\",\"data\":{\"sku\":\"HIST-1\",\"delta\":5}}]}",
+             device_id, s_ids[0], s_ids[1], s_ids[1], uid, s_ids[2], s_ids[2], uid, s_ids[3],
+             s_ids[3], uid);
+    const char *h[] = {auth, NULL};
+    assert_int_equal(push(h, body, strlen(body), &out), 200);
+    assert_non_null(strstr(out, "insufficient_stock"));
+    free(out);
+    /* gzip-encoded, the same batch again: all duplicates. */
+    struct mw_buf gz;
+    mw_buf_init(&gz, 1 << 20);
+    assert_int_equal(mw_gunzip_compress(body, strlen(body), &gz, &err), MW_OK);
+    const char *hz[] = {auth, "Content-Encoding: gzip", NULL};
+    assert_int_equal(push(hz, (const char *)gz.data, gz.len, &out), 200);
+    int dups = 0;
+    for (const char *q = out; (q = strstr(q, "\"status\":\"duplicate\"")); q++)
+        dups++;
+    assert_int_equal(dups, 3);
+    free(out);
+    mw_buf_free(&gz);
+    assert_int_equal(srvtest_query_ll(srv, "SELECT quantity FROM inventory WHERE item_sku = 'HIST-1'"), 6);
+
+    const char *hist[] = {"item", "history", "--sku", "HIST-1", "--json", NULL};
+    assert_int_equal(srvtest_admin(srv, &out, NULL, hist), 0);
+    assert_non_null(strstr(out, "\"quantity\":6"));
+    assert_non_null(strstr(out, "\"ledger_sum\":6"));
+    assert_non_null(strstr(out, s_ids[1])); /* the correlation id of the first movement */
+    assert_non_null(strstr(out, "\"username\":\"hist\""));
+    free(out);
+    free(uid);
 }
 
 static void oversize_body_and_gzip_bomb_413(void **state)
@@ -513,6 +582,7 @@ int main(void)
         cmocka_unit_test(routes_404_405),
         cmocka_unit_test(tokens_401),
         cmocka_unit_test(envelope_400_and_device_403),
+        cmocka_unit_test(push_applies_and_history_explains),
         cmocka_unit_test(oversize_body_and_gzip_bomb_413),
         cmocka_unit_test(huge_headers_431),
         cmocka_unit_test(slow_clients_are_cut_off_while_others_are_served),
