@@ -9,6 +9,8 @@
  * Thread safety: a target is called from one thread. */
 #ifndef MIDWAY_FUZZ_H
 #define MIDWAY_FUZZ_H
+#include "mem.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,22 +21,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* abort() rather than return: libFuzzer and replay.c both report an abort with the input
  * that caused it, and a sanitizer build prints the stack. */
-#define FUZZ_CHECK(cond)                                                                    \
-    do {                                                                                    \
-        if (!(cond)) {                                                                      \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond);    \
-            abort();                                                                        \
-        }                                                                                   \
+#define FUZZ_CHECK(cond)                                                                 \
+    do {                                                                                 \
+        if (!(cond)) {                                                                   \
+            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond); \
+            abort();                                                                     \
+        }                                                                                \
     } while (0)
 
 /* The same with the library's error text, for calls that should have succeeded. */
-#define FUZZ_CHECK_OK(rc, err)                                                              \
-    do {                                                                                    \
-        if ((rc) != MW_OK) {                                                                \
-            fprintf(stderr, "%s:%d: unexpected failure %d: %s\n", __FILE__, __LINE__,      \
-                    (int)(rc), (err)->msg);                                                 \
-            abort();                                                                        \
-        }                                                                                   \
+#define FUZZ_CHECK_OK(rc, err)                                                                   \
+    do {                                                                                         \
+        if ((rc) != MW_OK) {                                                                     \
+            fprintf(stderr, "%s:%d: unexpected failure %d: %s\n", __FILE__, __LINE__, (int)(rc), \
+                    (err)->msg);                                                                 \
+            abort();                                                                             \
+        }                                                                                        \
     } while (0)
+
+/* Allocation-failure runs: a target decodes its input a second time with the nth allocation
+ * from now failing (mw_mem_fail_at), n taken from a hash of the input so every input reaches
+ * a different cleanup path and a crash still reproduces from the input alone. The decoder
+ * must then fail with MW_ENOMEM (or give what it gave without the failure, when it needed
+ * fewer allocations) and free everything. Up to 64: decoders of fuzz-sized inputs allocate
+ * more than that, so every early exit gets its turn. */
+static inline long fuzz_fail_point(const uint8_t *data, size_t size)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < size; i++)
+        h = (h ^ data[i]) * 16777619u;
+    return 1 + (long)(h % 64u);
+}
 
 #endif

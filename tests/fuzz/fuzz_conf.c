@@ -7,7 +7,8 @@
  * nothing) and says why; a successful one leaves every value within its entry's bounds and
  * every string free of control bytes. Then the round trip: the loaded struct written back
  * as a config file (strings quoted, sizes in bytes, durations in ms) loads into a fresh
- * struct with the same values. */
+ * struct with the same values. A file is also loaded a second time with an allocation failing
+ * (fuzz_fail_point), which must leave the struct as it was too. */
 #include "bounds.h"
 #include "buf.h"
 #include "conf.h"
@@ -152,8 +153,8 @@ static void round_trip(const struct fuzz_conf *c)
     struct fuzz_conf d;
     memset(&d, 0, sizeof d);
     FUZZ_CHECK_OK(mw_conf_init(table, TABLE_N, &d, &err), &err);
-    enum mw_err rc = mw_conf_load_string(table, TABLE_N, &d, "rt", (const char *)b.data, b.len,
-                                         &err);
+    enum mw_err rc =
+        mw_conf_load_string(table, TABLE_N, &d, "rt", (const char *)b.data, b.len, &err);
     /* A string full of quotes doubles in length when escaped and may then pass the line
      * limit; that is the format's limit, not a bug. */
     if (rc == MW_ETOOBIG) {
@@ -204,8 +205,8 @@ static void fuzz_load(struct fuzz_conf *c, const uint8_t *data, size_t size)
     struct fuzz_conf orig = *c;
     struct mw_error err = {0};
     snapshot(c, &before);
-    enum mw_err rc = mw_conf_load_string(table, TABLE_N, c, "fuzz.conf", (const char *)data, size,
-                                         &err);
+    enum mw_err rc =
+        mw_conf_load_string(table, TABLE_N, c, "fuzz.conf", (const char *)data, size, &err);
     if (rc != MW_OK) {
         FUZZ_CHECK(rc == MW_EMALFORMED || rc == MW_ETOOBIG);
         FUZZ_CHECK(err.code == rc && strncmp(err.msg, "fuzz.conf", 9) == 0);
@@ -214,6 +215,22 @@ static void fuzz_load(struct fuzz_conf *c, const uint8_t *data, size_t size)
         check_bounds(c);
         round_trip(c);
     }
+    mw_conf_free(table, TABLE_N, &before);
+
+    /* Once more, into c as it is now, with one allocation failing: MW_ENOMEM leaves c as it
+     * was, like any other failure. */
+    struct fuzz_conf again = *c;
+    snapshot(c, &before);
+    mw_error_clear(&err);
+    mw_mem_fail_at(fuzz_fail_point(data, size));
+    enum mw_err rc2 =
+        mw_conf_load_string(table, TABLE_N, c, "fuzz.conf", (const char *)data, size, &err);
+    int fired = mw_mem_fail_fired();
+    mw_mem_fail_reset();
+    /* A second load of the same text into the loaded struct is as good as the first. */
+    FUZZ_CHECK(rc2 == rc || (fired && rc2 == MW_ENOMEM));
+    if (rc2 != MW_OK)
+        FUZZ_CHECK(same_conf(c, &before) && same_blocks(c, &again));
     mw_conf_free(table, TABLE_N, &before);
 }
 

@@ -4,7 +4,8 @@
  * were and memory never grew past limit + 1. On success the output is within the limit and
  * compressing it with mw_gunzip_compress and inflating that gives the same bytes.
  * The first input byte picks the limit (64 B .. 256 KiB) so bombs and exact-limit outputs
- * are reached quickly; the rest is the gzip data. */
+ * are reached quickly; the rest is the gzip data. Each input also runs once with an
+ * allocation failing (fuzz_fail_point). */
 #include "buf.h"
 #include "fuzz.h"
 #include "gunzip.h"
@@ -27,7 +28,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mw_buf_init(&out, limit);
     FUZZ_CHECK(mw_buf_append(&out, PREFIX, PREFIX_LEN) == MW_OK);
 
+    /* First with one allocation failing (zlib's state, the buffer's growth): MW_ENOMEM or the
+     * outcome of the real run below, and the buffer back as it was. */
+    struct mw_buf oom;
+    struct mw_error oom_err = {0};
+    mw_buf_init(&oom, limit);
+    FUZZ_CHECK(mw_buf_append(&oom, PREFIX, PREFIX_LEN) == MW_OK); /* the same room as below */
+    mw_mem_fail_at(fuzz_fail_point(data, size) % 4 + 1); /* inflate allocates little */
+    enum mw_err oom_rc = mw_gunzip_inflate(in, len, &oom, &oom_err);
+    int fired = mw_mem_fail_fired();
+    mw_mem_fail_reset();
+    if (oom_rc != MW_OK)
+        FUZZ_CHECK(oom.len == PREFIX_LEN);
+    mw_buf_free(&oom);
+
     enum mw_err rc = mw_gunzip_inflate(in, len, &out, &err);
+    FUZZ_CHECK(oom_rc == rc || (fired && oom_rc == MW_ENOMEM));
     FUZZ_CHECK(out.cap <= limit + 1);
     FUZZ_CHECK(memcmp(out.data, PREFIX, PREFIX_LEN) == 0);
     FUZZ_CHECK(out.data[out.len] == '\0');

@@ -9,7 +9,8 @@
  * Content-Length bytes within the bound, token68 bearer, correlation id of visible ASCII
  * that a response can echo, and that formats to its lower-cased self when it is a UUID);
  * every error has a status and code the server can answer with; 100-continue is offered at
- * most once per request; the query parameters the routes read decode within bounds. */
+ * most once per request; the query parameters the routes read decode within bounds. The stream
+ * is also parsed once with an allocation failing (fuzz_fail_point): 503, never a crash or leak. */
 #include "buf.h"
 #include "fuzz.h"
 #include "http.h"
@@ -110,8 +111,8 @@ static void check_request(const struct mw_http_request *req, size_t body_max)
     struct mw_buf out;
     mw_buf_init(&out, 1u << 20);
     FUZZ_CHECK(mw_http_response_write(&out, 200, "application/json", req->correlation_id,
-                                      req->keep_alive, NULL, req->body.data, req->body.len) ==
-               MW_OK);
+                                      req->keep_alive, NULL, req->body.data,
+                                      req->body.len) == MW_OK);
     mw_buf_free(&out);
     check_query(req);
 }
@@ -136,12 +137,12 @@ static void check_error(const struct mw_http_parser *p)
 /* Appends what a request or an error was to sum, so two runs can be compared. */
 static void summarize_request(struct mw_buf *sum, const struct mw_http_request *r)
 {
-    FUZZ_CHECK(mw_buf_printf(sum, "REQ %s|%d|%s|%s|%d|%d|%d|%d|%llu|%d|%d|%s|%s|%s|%s|%zu:",
-                             r->method_token, (int)r->method, r->path, r->query, r->version_minor,
-                             r->keep_alive, r->expect_continue, r->has_content_length,
-                             (unsigned long long)r->content_length, (int)r->content_encoding,
-                             (int)r->auth, r->bearer, r->correlation_id, r->host, r->user_agent,
-                             r->body.len) == MW_OK);
+    FUZZ_CHECK(mw_buf_printf(
+                   sum, "REQ %s|%d|%s|%s|%d|%d|%d|%d|%llu|%d|%d|%s|%s|%s|%s|%zu:", r->method_token,
+                   (int)r->method, r->path, r->query, r->version_minor, r->keep_alive,
+                   r->expect_continue, r->has_content_length, (unsigned long long)r->content_length,
+                   (int)r->content_encoding, (int)r->auth, r->bearer, r->correlation_id, r->host,
+                   r->user_agent, r->body.len) == MW_OK);
     if (r->body.len)
         FUZZ_CHECK(mw_buf_append(sum, r->body.data, r->body.len) == MW_OK);
     FUZZ_CHECK(mw_buf_append(sum, "\n", 1) == MW_OK);
@@ -199,6 +200,35 @@ static void run(const uint8_t *data, size_t len, size_t step, size_t header_max,
     mw_http_parser_cleanup(&p);
 }
 
+/* The whole stream once more with one allocation failing (the line buffer or a body): the
+ * parser must answer 503 for it, or parse as before, and leak nothing. */
+static void run_without_memory(const uint8_t *data, size_t len, size_t header_max, size_t body_max,
+                               long fail_at)
+{
+    struct mw_http_parser p;
+    size_t off = 0;
+    mw_http_parser_init(&p, header_max, body_max);
+    mw_mem_fail_at(fail_at);
+    for (size_t n = 0; n < MAX_REQUESTS && off < len; n++) {
+        size_t used = 0;
+        enum mw_http_result r = mw_http_parser_feed(&p, data + off, len - off, &used);
+        off += used;
+        if (r == MW_HTTP_ERROR) {
+            if (p.status == 503)
+                FUZZ_CHECK(mw_mem_fail_fired() && p.err.code == MW_ENOMEM);
+            break;
+        }
+        if (r != MW_HTTP_DONE)
+            break;
+        struct mw_http_request req;
+        mw_http_parser_take_request(&p, &req);
+        FUZZ_CHECK(req.body.len == (size_t)req.content_length);
+        mw_http_request_cleanup(&req);
+    }
+    mw_mem_fail_reset();
+    mw_http_parser_cleanup(&p);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -223,5 +253,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     mw_buf_free(&pieces);
     mw_buf_free(&whole);
+    run_without_memory(in, len, header_max, body_max, fuzz_fail_point(in, len) % 8 + 1);
     return 0;
 }

@@ -6,7 +6,8 @@
  * for; has_nul matches the tree's mark; a tree prints to text that parses again and prints
  * the same (a fixpoint); the typed reads agree with the item's cJSON type and value;
  * mw_json_utf8_valid agrees with an independent decoder; valid UTF-8 written with
- * mw_json_append_str reads back as the same string. */
+ * mw_json_append_str reads back as the same string. mw_json_parse also runs once more with an
+ * allocation failing (fuzz_fail_point). */
 #include "bounds.h"
 #include "buf.h"
 #include "fuzz.h"
@@ -201,6 +202,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_tree(root, &info);
     }
     cJSON_Delete(root);
+
+    /* Once more with one allocation failing: MW_ENOMEM or the same outcome, nothing leaked. */
+    cJSON *root2 = NULL;
+    struct mw_error e2 = {0};
+    mw_mem_fail_at(fuzz_fail_point(data, size));
+    enum mw_err parsed2 = mw_json_parse(text, size, &root2, &e2);
+    int fired = mw_mem_fail_fired();
+    mw_mem_fail_reset();
+    FUZZ_CHECK(parsed2 == parsed || (fired && parsed2 == MW_ENOMEM));
+    FUZZ_CHECK((parsed2 == MW_OK) == (root2 != NULL));
+    cJSON_Delete(root2);
 
     check_append_str(data, size);
     return 0;

@@ -4,7 +4,8 @@
  * MW_PULL_LIMIT_MAX, every field of every known change is within the bound the header
  * promises. Then the round trip: the known changes are encoded with mw_proto_pull_encode with
  * the same cursor and has_more, decoded again and compared field for field; encoding that
- * second decode gives the same bytes as the first encoding. */
+ * second decode gives the same bytes as the first encoding. Each input is also decoded once
+ * more with an allocation failing (fuzz_fail_point). */
 #include "buf.h"
 #include "fuzz.h"
 #include "json.h"
@@ -155,11 +156,26 @@ static size_t encode_known(const struct mw_pull *p, struct mw_buf *out)
     return n;
 }
 
+/* The same decode with one allocation failing: MW_ENOMEM or the first outcome, nothing leaked. */
+static void decode_without_memory(const uint8_t *data, size_t size, enum mw_err first)
+{
+    struct mw_pull *p = NULL;
+    struct mw_error err = {0};
+    mw_mem_fail_at(fuzz_fail_point(data, size));
+    enum mw_err rc = mw_proto_pull_decode((const char *)data, size, &p, &err);
+    int fired = mw_mem_fail_fired();
+    mw_mem_fail_reset();
+    FUZZ_CHECK(rc == first || (fired && rc == MW_ENOMEM));
+    FUZZ_CHECK((rc == MW_OK) == (p != NULL));
+    mw_proto_pull_free(p);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct mw_pull *p = (struct mw_pull *)(uintptr_t)1;
     struct mw_error err = {0};
     enum mw_err rc = mw_proto_pull_decode((const char *)data, size, &p, &err);
+    decode_without_memory(data, size, rc);
     if (rc != MW_OK) {
         FUZZ_CHECK(p == NULL);
         FUZZ_CHECK(rc == MW_EMALFORMED || rc == MW_ETOOBIG);

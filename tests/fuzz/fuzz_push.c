@@ -187,11 +187,26 @@ static enum mw_err encode_accepted(const struct mw_push *p, struct mw_buf *out, 
     return rc;
 }
 
+/* The same decode with one allocation failing: MW_ENOMEM or the first outcome, nothing leaked. */
+static void decode_without_memory(const uint8_t *data, size_t size, enum mw_err first)
+{
+    struct mw_push *p = NULL;
+    struct mw_error err = {0};
+    mw_mem_fail_at(fuzz_fail_point(data, size));
+    enum mw_err rc = mw_proto_push_decode((const char *)data, size, &p, &err);
+    int fired = mw_mem_fail_fired();
+    mw_mem_fail_reset();
+    FUZZ_CHECK(rc == first || (fired && rc == MW_ENOMEM));
+    FUZZ_CHECK((rc == MW_OK) == (p != NULL));
+    mw_proto_push_free(p);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct mw_push *p = (struct mw_push *)(uintptr_t)1;
     struct mw_error err = {0};
     enum mw_err rc = mw_proto_push_decode((const char *)data, size, &p, &err);
+    decode_without_memory(data, size, rc);
     if (rc != MW_OK) {
         FUZZ_CHECK(p == NULL);
         FUZZ_CHECK(rc == MW_EMALFORMED || rc == MW_ETOOBIG);

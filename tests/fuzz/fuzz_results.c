@@ -8,7 +8,8 @@
  * within MW_RESULT_MSG_MAX). Results without an unknown code are encoded with
  * mw_proto_results_encode and decoded again: same ids, statuses, codes; encoding that gives
  * the same bytes. Error body: code is 1..MW_ERROR_CODE_MAX of [a-z0-9_.], message within
- * its bound; encode, decode, encode gives the same bytes and the same code. */
+ * its bound; encode, decode, encode gives the same bytes and the same code. Both decoders
+ * also run once more with an allocation failing (fuzz_fail_point). */
 #include "buf.h"
 #include "fuzz.h"
 #include "json.h"
@@ -84,6 +85,18 @@ static void fuzz_results(const char *body, size_t len, size_t n_sent)
     struct mw_error err = {0};
     sent_ids(sent, n_sent);
     enum mw_err rc = mw_proto_results_decode(body, len, n_sent ? sent : NULL, n_sent, &res, &err);
+
+    /* Once more with one allocation failing: MW_ENOMEM or the same outcome, nothing leaked. */
+    struct mw_results *res2 = NULL;
+    struct mw_error e2 = {0};
+    mw_mem_fail_at(fuzz_fail_point((const uint8_t *)body, len));
+    enum mw_err rc2 = mw_proto_results_decode(body, len, n_sent ? sent : NULL, n_sent, &res2, &e2);
+    int fired = mw_mem_fail_fired();
+    mw_mem_fail_reset();
+    FUZZ_CHECK(rc2 == rc || (fired && rc2 == MW_ENOMEM));
+    FUZZ_CHECK((rc2 == MW_OK) == (res2 != NULL));
+    mw_proto_results_free(res2);
+
     if (rc != MW_OK) {
         FUZZ_CHECK(res == NULL);
         FUZZ_CHECK(rc == MW_EMALFORMED || rc == MW_ETOOBIG);
@@ -124,6 +137,15 @@ static void fuzz_error(const char *body, size_t len)
     struct mw_proto_error pe;
     struct mw_error err = {0};
     enum mw_err rc = mw_proto_error_decode(body, len, &pe, &err);
+
+    struct mw_proto_error pe2;
+    struct mw_error e2 = {0};
+    mw_mem_fail_at(fuzz_fail_point((const uint8_t *)body, len));
+    enum mw_err rc2 = mw_proto_error_decode(body, len, &pe2, &e2);
+    int fired = mw_mem_fail_fired();
+    mw_mem_fail_reset();
+    FUZZ_CHECK(rc2 == rc || (fired && rc2 == MW_ENOMEM));
+
     if (rc != MW_OK) {
         FUZZ_CHECK(rc == MW_EMALFORMED || rc == MW_ETOOBIG);
         FUZZ_CHECK(err.code == rc && err.msg[0] != '\0');

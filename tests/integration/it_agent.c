@@ -7,6 +7,7 @@
  * and stops cleanly on SIGTERM; the scanner app example from docs/agent.md works. */
 #include "faultproxy.h"
 #include "midway/agent.h"
+#include "pgcluster.h"
 #include "srvtest.h"
 #include "testutil.h"
 
@@ -32,6 +33,8 @@
 static struct srvtest *srv;
 static char *scratch;
 static int location_id;
+/* A daemon a scenario started, so teardown can stop it if an assertion ended the scenario. */
+static pid_t daemon_pid;
 
 /* ---- running the agent --------------------------------------------------------------------- */
 
@@ -599,16 +602,20 @@ static void daemon_syncs_backs_off_and_stops_cleanly(void **state)
     add_item("RUN-1", 0);
     new_agent(&d, "gw-daemon", srvtest_url(srv));
     char *log = tu_path(scratch, "daemon.log");
+    tu_write_file(log, "", 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int fd = open(log, O_WRONLY | O_APPEND);
+        int null = open("/dev/null", O_WRONLY);
         dup2(fd, STDERR_FILENO);
+        dup2(null, STDOUT_FILENO);
         execl(agent_bin, agent_bin, "--data", d.dir, "run", "--poll-interval", "100ms",
               "--sync-interval", "2s", "--backoff-min", "200ms", "--backoff-max", "1s",
               (char *)NULL);
         _exit(127);
     }
+    daemon_pid = pid;
     record_n(&d, "RUN-1", 20, 1);
     struct want_qty q20 = {"RUN-1", 20};
     assert_true(wait_for(qty_is, &q20, 20));
@@ -641,11 +648,80 @@ static void daemon_syncs_backs_off_and_stops_cleanly(void **state)
     /* SIGTERM: a clean exit. */
     assert_int_equal(kill(pid, SIGTERM), 0);
     int st = 0;
-    for (int i = 0; i < 200 && waitpid(pid, &st, WNOHANG) == 0; i++)
-        nanosleep(&(struct timespec){0, 50 * 1000000L}, NULL);
+    pid_t reaped = 0;
+    for (int i = 0; i < 200 && reaped == 0; i++) {
+        reaped = waitpid(pid, &st, WNOHANG);
+        if (reaped == 0)
+            nanosleep(&(struct timespec){0, 50 * 1000000L}, NULL);
+    }
+    assert_int_equal(reaped, pid); /* it exits within 10 s */
+    daemon_pid = 0;
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     assert_int_equal(count_in(log, "agent daemon stopping"), 1);
+    free(log);
+    dev_free(&d);
+}
+
+/* The server's own PostgreSQL, stopped under it: every request then gets 503 + Retry-After. */
+static void stop_server_database(void)
+{
+    char *pg = tu_path(srvtest_data_dir(srv), "pg");
+    char *sock = tu_path(srvtest_data_dir(srv), "run");
+    struct mw_pgcluster_config cfg = {.data_dir = pg, .socket_dir = sock, .port = 5432};
+    struct mw_error err = {0};
+    if (mw_pgcluster_stop(&cfg, "fast", &err) != MW_OK)
+        fail_msg("stop PostgreSQL: %s", err.msg);
+    free(pg);
+    free(sock);
+}
+
+static void busy_server_retry_after_is_honoured(void **state)
+{
+    (void)state;
+    struct dev d;
+    add_item("BUSY-1", 3);
+    new_agent(&d, "gw-busy", srvtest_url(srv));
+    record_n(&d, "BUSY-1", 3, 1);
+    stop_server_database();
+
+    const char *sync[] = {"sync", "--json", NULL};
+    struct run r = agent(d.dir, sync);
+    assert_int_equal(r.status, 4);
+    assert_int_equal(json_int(r.out, "http_status"), 503);
+    assert_int_equal(json_int(r.out, "retry_after_ms"), 1000);
+    run_free(&r);
+    const char *status[] = {"status", "--json", NULL};
+    r = agent(d.dir, status);
+    assert_int_equal(json_int(r.out, "outbox"), 3);
+    assert_int_equal(json_int(r.out, "in_flight"), 0); /* 503: nothing was applied */
+    run_free(&r);
+
+    /* The daemon waits what the server asked for instead of its own backoff. */
+    char *log = tu_path(scratch, "busy.log");
+    tu_write_file(log, "", 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_APPEND);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(fd, STDERR_FILENO);
+        dup2(null, STDOUT_FILENO);
+        execl(agent_bin, agent_bin, "--data", d.dir, "run", "--poll-interval", "50ms",
+              "--backoff-min", "20s", "--backoff-max", "60s", (char *)NULL);
+        _exit(127);
+    }
+    daemon_pid = pid;
+    struct want_log waited = {log, "retry in 1000 ms (Retry-After)", 2};
+    assert_true(wait_for(log_has, &waited, 20));
+    srvtest_restart(srv); /* starts its PostgreSQL again */
+    struct want_qty q = {"BUSY-1", 6};
+    assert_true(wait_for(qty_is, &q, 30));
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    daemon_pid = 0;
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     free(log);
     dev_free(&d);
 }
@@ -693,6 +769,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    if (daemon_pid > 0) {
+        kill(daemon_pid, SIGKILL);
+        waitpid(daemon_pid, NULL, 0);
+    }
     int st = srvtest_stop(srv);
     tu_rmrf(scratch);
     free(scratch);
@@ -708,6 +788,7 @@ int main(void)
         cmocka_unit_test(full_data_file_refuses_new_ops_and_keeps_old_ones),
         cmocka_unit_test(rejected_ops_stay_until_retried_or_dropped),
         cmocka_unit_test(daemon_syncs_backs_off_and_stops_cleanly),
+        cmocka_unit_test(busy_server_retry_after_is_honoured),
         cmocka_unit_test(scanner_app_example_records_and_syncs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
