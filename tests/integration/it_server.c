@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -418,6 +419,23 @@ static CURLM *open_many(const struct srvtest *t, int n, CURL ***easies_out, int 
     return m;
 }
 
+static size_t on_retry_after(char *p, size_t size, size_t n, void *arg)
+{
+    char *out = arg;
+    size_t len = size * n;
+    const char *name = "retry-after:";
+    if (len > strlen(name) && strncasecmp(p, name, strlen(name)) == 0) {
+        const char *v = p + strlen(name);
+        while (*v == ' ')
+            v++;
+        size_t k = 0;
+        while (v < p + len && *v != '\r' && *v != '\n' && k < 79)
+            out[k++] = *v++;
+        out[k] = '\0';
+    }
+    return len;
+}
+
 static void close_many(CURLM *m, CURL **e, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -493,6 +511,50 @@ static void many_connections_held_while_pushing(void **state)
     assert_int_equal(ok, n);
     assert_true(open_now >= n);
     assert_int_equal(push_status, 200);
+}
+
+/* Past max-connections a new connection gets one 503 with Retry-After, and the ones within
+ * the limit keep being served. */
+static void connection_limit_answers_503(void **state)
+{
+    (void)state;
+    const char *flags[] = {"--max-connections", "4", NULL};
+    struct srvtest *small = srvtest_start_with(flags);
+    CURL **e = NULL;
+    int ok = 0;
+    CURLM *m = open_many(small, 4, &e, &ok); /* four idle keep-alive connections */
+    assert_int_equal(ok, 4);
+
+    CURL *c = curl_easy_init();
+    char url[128];
+    snprintf(url, sizeof url, "%s/healthz", srvtest_url(small));
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CAINFO, srvtest_ca(small));
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    char retry_after[80] = "";
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_retry_after);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, retry_after);
+    FILE *null = fopen("/dev/null", "w");
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, null);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    long code = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    fclose(null);
+    assert_int_equal(code, 503);
+    assert_string_equal(retry_after, "1");
+
+    close_many(m, e, 4);
+    /* Below the limit again: served. */
+    int st = 0;
+    for (int i = 0; i < 50 && st != 200; i++) {
+        st = srvtest_request(small, "GET", "/healthz", NULL, NULL, 0, NULL, NULL);
+        if (st != 200)
+            sleep_ms(100);
+    }
+    assert_int_equal(st, 200);
+    assert_int_equal(srvtest_stop(small), 0);
 }
 
 static void postgres_restart_is_survived(void **state)
@@ -588,6 +650,7 @@ int main(void)
         cmocka_unit_test(slow_clients_are_cut_off_while_others_are_served),
         cmocka_unit_test(many_connections_held_while_pushing),
         cmocka_unit_test(metrics_are_prometheus_text),
+        cmocka_unit_test(connection_limit_answers_503),
         cmocka_unit_test(postgres_restart_is_survived),
         cmocka_unit_test(sigterm_exits_zero_and_stops_postgres),
     };
