@@ -15,8 +15,7 @@ fw_arch() {
             FW_QEMU=qemu-aarch64
             FW_LDSO=/lib/ld-linux-aarch64.so.1
             # What the unit's SystemCallArchitectures= allows: the kernel's own ABI.
-            FW_SYSCALL_ARCH=native
-            FW_UNAME="aarch64" ;;
+            FW_SYSCALL_ARCH=native ;;
         armhf)
             FW_DEBARCH=armhf
             FW_TRIPLET=arm-linux-gnueabihf
@@ -24,8 +23,7 @@ fw_arch() {
             FW_LDSO=/lib/ld-linux-armhf.so.3
             # 32-bit userlands often run on a 64-bit kernel (Raspberry Pi OS, many SoC vendor
             # images), where "native" would be arm64 and would kill this 32-bit binary.
-            FW_SYSCALL_ARCH=arm
-            FW_UNAME="armv7l armv8l armv7hl aarch64" ;;
+            FW_SYSCALL_ARCH=arm ;;
         *) fw_die "unknown target '$FW_ARCH' (aarch64 or armhf)" ;;
     esac
     FW_TOOLCHAIN="$FW_ROOT/firmware/toolchains/$FW_TRIPLET.cmake"
@@ -227,7 +225,7 @@ fw_lib_package() {
     fi
     # /lib and /usr/lib are one directory on a merged-/usr host, but dpkg knows each file
     # under the path its package shipped it at: search by the name below the triplet.
-    line=$(dpkg -S "/$FW_TRIPLET/$(basename "$f")" 2>/dev/null | grep "^[^:]*:$FW_DEBARCH: " | head -n 1)
+    line=$(dpkg -S "*/$FW_TRIPLET/$(basename "$f")" 2>/dev/null | grep "^[^:]*:$FW_DEBARCH: " | head -n 1)
     pkg=${line%%:*}
     [ -n "$pkg" ] || return 0
     echo "$pkg $(dpkg-query -W -f='${Version}' "$pkg:$FW_DEBARCH")"

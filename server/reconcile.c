@@ -6,6 +6,7 @@
 #include "mem.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -191,6 +192,9 @@ struct move {
     bool is_count;
 };
 
+/* What a statement of a round trip is, so its answer goes to the right reader. */
+enum step { ST_BEGIN, ST_DEVICE, ST_RECEIVED, ST_USERS, ST_LOCATIONS, ST_ITEMS, ST_COUNTS, ST_WRITE };
+
 struct batch {
     PGconn *conn;
     const char *device_id;
@@ -215,9 +219,14 @@ struct batch {
     size_t n_locs;
     struct move *moves;
     size_t n_moves;
-    size_t n_counts; /* count ops with a known item in the database */
+    size_t n_counts; /* count ops asked about in the reads (accepted, with a SKU) */
     struct mw_uuid acting_user;
     bool one_user;
+
+    /* The statements of the round trip in flight, in the order the server answers them. */
+    enum step pipe_step[MW_RECONCILE_STATEMENTS_MAX];
+    const char *pipe_what[MW_RECONCILE_STATEMENTS_MAX];
+    int pipe_n;
 
     struct table ro, lg, ni, ui, ia, al, ev;
     struct mw_reconcile_arr q1, q2, q3; /* read parameters */
@@ -366,30 +375,124 @@ static void note_state(struct batch *b, const PGresult *res)
     snprintf(b->sqlstate, sizeof b->sqlstate, "%s", s);
 }
 
-/* Runs one statement; NULL (and *err filled) unless its status is want. */
-static PGresult *run(struct batch *b, const char *sql, int n, const char *const *params,
-                     ExecStatusType want, const char *what, struct mw_error *err)
+/* A batch talks to PostgreSQL in two round trips, each a libpq pipeline: every read (and
+ * the locks) in one, every write and the COMMIT in the other. The server runs a pipeline's
+ * statements back to back without waiting for this thread in between; that matters most
+ * between locking the items and committing, the window in which every other batch that
+ * touches one of those items waits. The connection is non-blocking while a pipeline is being
+ * sent, so that a large batch cannot deadlock with the server's answers filling the socket
+ * the other way. */
+
+static enum mw_err pipe_open(struct batch *b, struct mw_error *err)
 {
+    b->pipe_n = 0;
+    if (PQenterPipelineMode(b->conn) != 1 || PQsetnonblocking(b->conn, 1) != 0) {
+        mw_db_fail(err, b->conn, NULL, "enter pipeline mode");
+        PQexitPipelineMode(b->conn);
+        return MW_EDB;
+    }
+    return MW_OK;
+}
+
+/* Queues one statement whose answer must have status ST_WRITE's PGRES_COMMAND_OK or the
+ * readers' PGRES_TUPLES_OK. libpq copies the parameters, so their buffers may be reused. */
+static enum mw_err pipe_send(struct batch *b, enum step step, const char *sql, int n,
+                             const char *const *params, const char *what, struct mw_error *err)
+{
+    if (b->pipe_n >= MW_RECONCILE_STATEMENTS_MAX)
+        return mw_fail(err, MW_EINVAL, "reconcile: more than %d statements in a round trip",
+                       MW_RECONCILE_STATEMENTS_MAX);
     b->stats->statements++;
-    PGresult *res =
-        n ? PQexecParams(b->conn, sql, n, NULL, params, NULL, NULL, 0) : PQexec(b->conn, sql);
+    if (PQsendQueryParams(b->conn, sql, n, NULL, params, NULL, NULL, 0) != 1) {
+        mw_db_fail(err, b->conn, NULL, what);
+        return MW_EDB;
+    }
+    b->pipe_step[b->pipe_n] = step;
+    b->pipe_what[b->pipe_n] = what;
+    b->pipe_n++;
+    return MW_OK;
+}
+
+/* Ends the round trip with a Sync and pushes it all out, reading the server's answers
+ * meanwhile whenever they arrive faster than the request drains. */
+static enum mw_err pipe_flush(struct batch *b, struct mw_error *err)
+{
+    if (PQpipelineSync(b->conn) != 1) {
+        mw_db_fail(err, b->conn, NULL, "pipeline sync");
+        return MW_EDB;
+    }
+    for (;;) {
+        int f = PQflush(b->conn);
+        if (f == 0)
+            return MW_OK;
+        if (f < 0) {
+            mw_db_fail(err, b->conn, NULL, "send to PostgreSQL");
+            return MW_EDB;
+        }
+        struct pollfd pfd = {PQsocket(b->conn), POLLIN | POLLOUT, 0};
+        if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+            return mw_fail(err, MW_EDB, "reconcile: poll: %s", strerror(errno));
+        if ((pfd.revents & (POLLIN | POLLERR | POLLHUP)) && PQconsumeInput(b->conn) != 1) {
+            mw_db_fail(err, b->conn, NULL, "read from PostgreSQL");
+            return MW_EDB;
+        }
+    }
+}
+
+/* The answer to statement k: the PGresult (caller PQclears) if it has the status its step
+ * wants, else NULL with *err filled and the SQLSTATE noted for the retry decision. */
+static PGresult *pipe_result(struct batch *b, int k, struct mw_error *err)
+{
+    PGresult *res = PQgetResult(b->conn);
+    ExecStatusType want = b->pipe_step[k] == ST_BEGIN || b->pipe_step[k] == ST_WRITE
+                              ? PGRES_COMMAND_OK
+                              : PGRES_TUPLES_OK;
     if (!res || PQresultStatus(res) != want) {
         note_state(b, res);
-        mw_db_fail(err, b->conn, res, what);
+        mw_db_fail(err, b->conn, res, b->pipe_what[k]);
         PQclear(res);
+        return NULL;
+    }
+    /* Each statement's results end with a NULL. */
+    PGresult *end = PQgetResult(b->conn);
+    if (end) {
+        PQclear(end);
+        PQclear(res);
+        mw_fail(err, MW_EDB, "%s: more than one result", b->pipe_what[k]);
         return NULL;
     }
     return res;
 }
 
-static enum mw_err run_cmd(struct batch *b, const char *sql, int n, const char *const *params,
-                           const char *what, struct mw_error *err)
+/* Reads and drops whatever the round trip still has to say, up to its Sync, and leaves
+ * pipeline mode; the connection is blocking again. Keeps the first failure. */
+static enum mw_err pipe_close(struct batch *b, enum mw_err rc, struct mw_error *err)
 {
-    PGresult *res = run(b, sql, n, params, PGRES_COMMAND_OK, what, err);
-    if (!res)
-        return MW_EDB;
-    PQclear(res);
-    return MW_OK;
+    int nulls = 0;
+    while (PQpipelineStatus(b->conn) != PQ_PIPELINE_OFF && PQstatus(b->conn) == CONNECTION_OK) {
+        PGresult *res = PQgetResult(b->conn);
+        if (!res) {
+            /* A NULL ends each statement's results; two in a row: nothing more will come. */
+            if (++nulls > 1)
+                break;
+            continue;
+        }
+        nulls = 0;
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_FATAL_ERROR && rc == MW_OK) {
+            note_state(b, res);
+            rc = mw_db_fail(err, b->conn, res, "reconcile");
+        }
+        PQclear(res);
+        if (st == PGRES_PIPELINE_SYNC && PQexitPipelineMode(b->conn) == 1)
+            break;
+    }
+    if (PQpipelineStatus(b->conn) != PQ_PIPELINE_OFF && rc == MW_OK)
+        rc = mw_db_fail(err, b->conn, NULL, "leave pipeline mode");
+    if (PQsetnonblocking(b->conn, 0) != 0 && rc == MW_OK)
+        rc = mw_db_fail(err, b->conn, NULL, "blocking mode");
+    b->pipe_n = 0;
+    return rc;
 }
 
 /* A parameter that is an array literal; MW_ENOMEM (or MW_ETOOBIG) when building it failed. */
@@ -539,8 +642,14 @@ static const char SQL_DEVICE[] =
     "       set_config('midway.user_id', $2, true)"
     "  FROM device d WHERE d.device_id = $1 FOR NO KEY UPDATE OF d";
 
-static const char SQL_RECEIVED[] = "SELECT op_id::text, status, error_code, error_message"
-                                   "  FROM received_op WHERE op_id = ANY($1::uuid[])";
+/* One primary-key probe per op_id, whatever the planner believes about received_op: the
+ * LIMIT keeps the subquery from being flattened into a join, which the planner turns into a
+ * scan of the whole table while it has no statistics yet (the first minutes of a fresh
+ * database: a scan per batch that grows with every batch). */
+static const char SQL_RECEIVED[] = "SELECT r.op_id::text, r.status, r.error_code, r.error_message"
+                                   "  FROM unnest($1::uuid[]) AS k(id)"
+                                   "  CROSS JOIN LATERAL (SELECT * FROM received_op x"
+                                   "                       WHERE x.op_id = k.id LIMIT 1) AS r";
 
 static const char SQL_USERS[] = "SELECT u.user_id::text, u.is_active, rp.permission"
                                 "  FROM users u"
@@ -558,33 +667,40 @@ static const char SQL_ITEMS[] = "SELECT resource_id::text, item_sku, quantity, l
 
 /* Runs after SQL_ITEMS locked the items: every movement of them committed before is visible
  * to this statement's snapshot, and no other batch can add one until we commit. */
+/* Per count op, an index range scan of (resource_id, event_at): the aggregate in a LATERAL
+ * subquery cannot become a join, so the ledger is never scanned whole (a hash join over the
+ * whole ledger was the plan the planner chose for the flat join, and it grows with the
+ * ledger). */
 static const char SQL_COUNTS[] =
-    "SELECT c.i,"
-    "       coalesce(sum(l.delta) FILTER (WHERE l.kind <> 'count'), 0),"
-    "       coalesce(bool_or(l.kind = 'count'), false)"
+    "SELECT c.i, s.later_sum, s.later_count"
     "  FROM unnest($1::int[], $2::text[], $3::int8[]) AS c(i, sku, at_ms)"
     "  JOIN inventory inv ON inv.item_sku = c.sku"
-    "  JOIN inventory_ledger l ON l.resource_id = inv.resource_id"
-    "   AND l.event_at > to_timestamp(c.at_ms::float8 / 1000)"
-    " GROUP BY c.i";
+    "  CROSS JOIN LATERAL ("
+    "       SELECT coalesce(sum(l.delta) FILTER (WHERE l.kind <> 'count'), 0) AS later_sum,"
+    "              coalesce(bool_or(l.kind = 'count'), false) AS later_count"
+    "         FROM inventory_ledger l"
+    "        WHERE l.resource_id = inv.resource_id"
+    "          AND l.event_at > to_timestamp(c.at_ms::float8 / 1000)) AS s";
 
-static enum mw_err lock_device(struct batch *b, struct mw_error *err)
+static enum mw_err send_device(struct batch *b, struct mw_error *err)
 {
     char uid[MW_UUID_STR_SIZE] = "";
     if (b->one_user)
         mw_uuid_format(&b->acting_user, uid);
     const char *params[] = {b->device_id, uid};
-    PGresult *res = run(b, SQL_DEVICE, 2, params, PGRES_TUPLES_OK, "lock the device row", err);
-    if (!res)
-        return MW_EDB;
+    return pipe_send(b, ST_DEVICE, SQL_DEVICE, 2, params, "lock the device row", err);
+}
+
+static enum mw_err take_device(struct batch *b, PGresult *res, struct mw_error *err)
+{
+    (void)b;
     bool ok = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-    PQclear(res);
     if (!ok)
         return mw_fail(err, MW_EAUTH, "device is not registered or is revoked");
     return MW_OK;
 }
 
-static enum mw_err read_received(struct batch *b, struct mw_error *err)
+static enum mw_err send_received(struct batch *b, struct mw_error *err)
 {
     const struct mw_push *p = b->push;
     const char *param;
@@ -598,9 +714,13 @@ static enum mw_err read_received(struct batch *b, struct mw_error *err)
     rc = lit(&b->q1, &param, err);
     if (rc != MW_OK)
         return rc;
-    PGresult *res = run(b, SQL_RECEIVED, 1, &param, PGRES_TUPLES_OK, "read received ops", err);
-    if (!res)
-        return MW_EDB;
+    return pipe_send(b, ST_RECEIVED, SQL_RECEIVED, 1, &param, "read received ops", err);
+}
+
+static enum mw_err take_received(struct batch *b, PGresult *res, struct mw_error *err)
+{
+    const struct mw_push *p = b->push;
+    enum mw_err rc;
     struct mw_reconcile_ctx *ctx = b->ctx;
     for (int r = 0; r < PQntuples(res); r++) {
         struct mw_uuid id;
@@ -638,18 +758,15 @@ static enum mw_err read_received(struct batch *b, struct mw_error *err)
             rc = mw_buf_append_str(&ctx->text, PQgetisnull(res, r, 3) ? "" : PQgetvalue(res, r, 3));
             if (rc == MW_OK)
                 rc = mw_buf_append(&ctx->text, "", 1);
-            if (rc != MW_OK) {
-                PQclear(res);
+            if (rc != MW_OK)
                 return mw_fail(err, MW_ENOMEM, "reconcile: out of memory for messages");
-            }
             b->msg_off[lo] = off;
         }
     }
-    PQclear(res);
     return MW_OK;
 }
 
-static enum mw_err read_users(struct batch *b, struct mw_error *err)
+static enum mw_err send_users(struct batch *b, struct mw_error *err)
 {
     const char *param;
     enum mw_err rc;
@@ -662,9 +779,11 @@ static enum mw_err read_users(struct batch *b, struct mw_error *err)
     rc = lit(&b->q1, &param, err);
     if (rc != MW_OK)
         return rc;
-    PGresult *res = run(b, SQL_USERS, 1, &param, PGRES_TUPLES_OK, "read users", err);
-    if (!res)
-        return MW_EDB;
+    return pipe_send(b, ST_USERS, SQL_USERS, 1, &param, "read users", err);
+}
+
+static void take_users(struct batch *b, PGresult *res)
+{
     for (int r = 0; r < PQntuples(res); r++) {
         struct mw_uuid id;
         const char *t = PQgetvalue(res, r, 0);
@@ -682,11 +801,9 @@ static enum mw_err read_users(struct batch *b, struct mw_error *err)
                 b->users[u].perms |= 1u << ty;
         }
     }
-    PQclear(res);
-    return MW_OK;
 }
 
-static enum mw_err read_locations(struct batch *b, struct mw_error *err)
+static enum mw_err send_locations(struct batch *b, struct mw_error *err)
 {
     const char *param;
     enum mw_err rc;
@@ -699,9 +816,11 @@ static enum mw_err read_locations(struct batch *b, struct mw_error *err)
     rc = lit(&b->q1, &param, err);
     if (rc != MW_OK)
         return rc;
-    PGresult *res = run(b, SQL_LOCATIONS, 1, &param, PGRES_TUPLES_OK, "read locations", err);
-    if (!res)
-        return MW_EDB;
+    return pipe_send(b, ST_LOCATIONS, SQL_LOCATIONS, 1, &param, "read locations", err);
+}
+
+static void take_locations(struct batch *b, PGresult *res)
+{
     for (int r = 0; r < PQntuples(res); r++) {
         int64_t id;
         if (!parse_i64(PQgetvalue(res, r, 0), &id) || id < INT32_MIN || id > INT32_MAX)
@@ -712,11 +831,9 @@ static enum mw_err read_locations(struct batch *b, struct mw_error *err)
         b->locs[l].found = true;
         b->locs[l].active = strcmp(PQgetvalue(res, r, 1), "t") == 0;
     }
-    PQclear(res);
-    return MW_OK;
 }
 
-static enum mw_err lock_items(struct batch *b, struct mw_error *err)
+static enum mw_err send_items(struct batch *b, struct mw_error *err)
 {
     const char *param;
     enum mw_err rc;
@@ -729,9 +846,11 @@ static enum mw_err lock_items(struct batch *b, struct mw_error *err)
     rc = lit(&b->q1, &param, err);
     if (rc != MW_OK)
         return rc;
-    PGresult *res = run(b, SQL_ITEMS, 1, &param, PGRES_TUPLES_OK, "lock inventory rows", err);
-    if (!res)
-        return MW_EDB;
+    return pipe_send(b, ST_ITEMS, SQL_ITEMS, 1, &param, "lock inventory rows", err);
+}
+
+static void take_items(struct batch *b, PGresult *res)
+{
     for (int r = 0; r < PQntuples(res); r++) {
         size_t i = find_item(b, PQgetvalue(res, r, 1));
         int64_t q, l;
@@ -747,11 +866,13 @@ static enum mw_err lock_items(struct batch *b, struct mw_error *err)
         it->qty = it->qty0 = q;
         it->loc = it->loc0 = (int32_t)l;
     }
-    PQclear(res);
-    return MW_OK;
 }
 
-static enum mw_err read_counts(struct batch *b, struct mw_error *err)
+/* Sent in the same round trip as the reads, before their answers are known: every count op
+ * the decoder accepted is asked about. Duplicates among them are ignored when the answer
+ * comes, and a SKU not in the database has no rows (its item, if this batch creates it, has
+ * no movements before this batch). */
+static enum mw_err send_counts(struct batch *b, struct mw_error *err)
 {
     const struct mw_push *p = b->push;
     const char *params[3];
@@ -763,8 +884,8 @@ static enum mw_err read_counts(struct batch *b, struct mw_error *err)
     b->n_counts = 0;
     for (size_t i = 0; i < p->n_ops; i++) {
         const struct mw_op *op = &p->ops[i];
-        if (b->dup[i] || op->reject != MW_REJECT_NONE || op->type != MW_OP_INVENTORY_COUNT ||
-            b->op_item[i] == NONE || !b->items[b->op_item[i]].in_db)
+        if (op->reject != MW_REJECT_NONE || op->type != MW_OP_INVENTORY_COUNT ||
+            b->op_item[i] == NONE)
             continue;
         mw_reconcile_arr_int(&b->q1, (int64_t)i);
         mw_reconcile_arr_cstr(&b->q2, op->u.count.sku);
@@ -780,9 +901,12 @@ static enum mw_err read_counts(struct batch *b, struct mw_error *err)
         rc = lit(&b->q3, &params[2], err);
     if (rc != MW_OK)
         return rc;
-    PGresult *res = run(b, SQL_COUNTS, 3, params, PGRES_TUPLES_OK, "read later movements", err);
-    if (!res)
-        return MW_EDB;
+    return pipe_send(b, ST_COUNTS, SQL_COUNTS, 3, params, "read later movements", err);
+}
+
+static void take_counts(struct batch *b, PGresult *res)
+{
+    const struct mw_push *p = b->push;
     for (int r = 0; r < PQntuples(res); r++) {
         int64_t i, sum;
         if (!parse_i64(PQgetvalue(res, r, 0), &i) || i < 0 || (uint64_t)i >= p->n_ops ||
@@ -791,8 +915,6 @@ static enum mw_err read_counts(struct batch *b, struct mw_error *err)
         b->count_sum[i] = sum;
         b->count_later[i] = strcmp(PQgetvalue(res, r, 2), "t") == 0;
     }
-    PQclear(res);
-    return MW_OK;
 }
 
 /* ---- the simulation ---------------------------------------------------------------------- */
@@ -1216,7 +1338,7 @@ static enum mw_err write_table(struct batch *b, const char *sql, const char *con
         if (rc != MW_OK)
             return rc;
     }
-    return run_cmd(b, sql, nfixed + t->ncol, params, what, err);
+    return pipe_send(b, ST_WRITE, sql, nfixed + t->ncol, params, what, err);
 }
 
 static enum mw_err write_all(struct batch *b, struct mw_error *err)
@@ -1239,7 +1361,79 @@ static enum mw_err write_all(struct batch *b, struct mw_error *err)
         rc = write_table(b, SQL_ALLOCATIONS, NULL, 0, &b->al, "insert allocations", err);
     if (rc == MW_OK)
         rc = write_table(b, SQL_EVENTS, NULL, 0, &b->ev, "insert integration events", err);
+    if (rc == MW_OK)
+        rc = pipe_send(b, ST_WRITE, "COMMIT", 0, NULL, "commit", err);
     return rc;
+}
+
+/* Every read and lock, in the order the old one-statement-at-a-time code ran them: the device
+ * row first (one device's batches in arrival order), the item rows in resource_id order,
+ * then the later movements of the counted items, whose snapshot follows those locks. */
+static enum mw_err send_reads(struct batch *b, struct mw_error *err)
+{
+    enum mw_err rc = pipe_send(b, ST_BEGIN, "BEGIN", 0, NULL, "begin", err);
+    if (rc == MW_OK)
+        rc = send_device(b, err);
+    if (rc == MW_OK)
+        rc = send_received(b, err);
+    if (rc == MW_OK)
+        rc = send_users(b, err);
+    if (rc == MW_OK)
+        rc = send_locations(b, err);
+    if (rc == MW_OK)
+        rc = send_items(b, err);
+    if (rc == MW_OK)
+        rc = send_counts(b, err);
+    return rc;
+}
+
+static enum mw_err take(struct batch *b, enum step step, PGresult *res, struct mw_error *err)
+{
+    switch (step) {
+    case ST_DEVICE:
+        return take_device(b, res, err);
+    case ST_RECEIVED:
+        return take_received(b, res, err);
+    case ST_USERS:
+        take_users(b, res);
+        break;
+    case ST_LOCATIONS:
+        take_locations(b, res);
+        break;
+    case ST_ITEMS:
+        take_items(b, res);
+        break;
+    case ST_COUNTS:
+        take_counts(b, res);
+        break;
+    case ST_BEGIN:
+    case ST_WRITE:
+        break;
+    }
+    return MW_OK;
+}
+
+/* Sends what send_rc says was queued (even after a failure to queue more, so the server's
+ * state is known), then reads every answer in order, handing each to its reader while all is
+ * well. Returns the first failure. */
+static enum mw_err round_trip(struct batch *b, enum mw_err send_rc, struct mw_error *err)
+{
+    enum mw_err rc = send_rc;
+    if (b->pipe_n > 0) {
+        enum mw_err f = pipe_flush(b, err);
+        if (rc == MW_OK)
+            rc = f;
+    }
+    for (int k = 0; k < b->pipe_n && rc == MW_OK; k++) {
+        PGresult *res = pipe_result(b, k, err);
+        if (!res) {
+            rc = MW_EDB;
+            break;
+        }
+        rc = take(b, b->pipe_step[k], res, err);
+        PQclear(res);
+    }
+    return pipe_close(b, rc, err);
 }
 
 /* ---- one attempt ------------------------------------------------------------------------- */
@@ -1249,26 +1443,18 @@ static enum mw_err attempt(struct batch *b, struct mw_error *err)
     enum mw_err rc;
 
     reset_attempt(b);
-    rc = run_cmd(b, "BEGIN", 0, NULL, "begin", err);
-    if (rc == MW_OK)
-        rc = lock_device(b, err);
-    if (rc == MW_OK)
-        rc = read_received(b, err);
-    if (rc == MW_OK)
-        rc = read_users(b, err);
-    if (rc == MW_OK)
-        rc = read_locations(b, err);
-    if (rc == MW_OK)
-        rc = lock_items(b, err);
-    if (rc == MW_OK)
-        rc = read_counts(b, err);
+    rc = pipe_open(b, err);
+    if (rc != MW_OK)
+        return rc;
+    rc = round_trip(b, send_reads(b, err), err);
     if (rc == MW_OK)
         rc = simulate(b, err);
-    if (rc == MW_OK)
-        rc = write_all(b, err);
-    if (rc == MW_OK)
-        rc = run_cmd(b, "COMMIT", 0, NULL, "commit", err);
-    return rc;
+    if (rc != MW_OK)
+        return rc;
+    rc = pipe_open(b, err);
+    if (rc != MW_OK)
+        return rc;
+    return round_trip(b, write_all(b, err), err);
 }
 
 static bool retryable(const char *state, struct mw_reconcile_stats *st)

@@ -380,6 +380,7 @@ static const char *const NAIVE_SQL[S_N] = {
 };
 
 struct naive {
+    int thread;
     int device;
     double deadline;
     long done;
@@ -539,6 +540,10 @@ static void naive_op(PGconn *c, const char *device, const char *batch, const str
             break;
         }
     }
+    /* The op's record first: its ledger row names it. */
+    const char *p_ro[] = {id,   device, batch, type, code ? "rejected" : "applied",
+                          code, code,   uid,   cid,  at};
+    PQclear(q(c, S_RECEIVED, 10, p_ro, false));
     if (!code && kind) {
         if (found) {
             snprintf(a, sizeof a, "%ld", after);
@@ -552,9 +557,6 @@ static void naive_op(PGconn *c, const char *device, const char *batch, const str
         const char *p_lg[] = {rid, kind, a, b, d, id, at, uid, device, cid};
         PQclear(q(c, S_LEDGER, 10, p_lg, false));
     }
-    const char *p_ro[] = {id,   device, batch, type, code ? "rejected" : "applied",
-                          code, code,   uid,   cid,  at};
-    PQclear(q(c, S_RECEIVED, 10, p_ro, false));
     PQclear(PQexec(c, "COMMIT"));
 }
 
@@ -565,7 +567,7 @@ static void *naive_thread(void *arg)
     struct mw_buf json;
     mw_buf_init(&json, MW_PUSH_BODY_MAX);
     /* Another seed than the ingest's: new op_ids, the same mix and skew. */
-    bench_gen_init(&g, &world, n->device, 2);
+    bench_gen_init(&g, &world, n->device, 2 + (uint64_t)n->thread);
     char device[80];
     snprintf(device, sizeof device, "%s", world.device_ids[n->device]);
     while (bench_now() < n->deadline) {
@@ -596,7 +598,7 @@ static double run_naive(double seconds)
     snprintf(ci, sizeof ci, "host=%s/run port=5432 dbname=bench_naive user=midway_app",
              srvtest_data_dir(world.srv));
     for (int i = 0; i < WORKERS; i++) {
-        ns[i] = (struct naive){i, 0, 0, PQconnectdb(ci)};
+        ns[i] = (struct naive){i, i % world.n_devices, 0, 0, PQconnectdb(ci)};
         if (PQstatus(ns[i].conn) != CONNECTION_OK)
             bench_die("naive: %s", PQerrorMessage(ns[i].conn));
         for (int s = 0; s < S_N; s++) {

@@ -396,6 +396,7 @@ void bench_gen_init(struct bench_gen *g, const struct bench_world *w, int device
     memset(g, 0, sizeof *g);
     g->w = w;
     g->device = device;
+    g->seed = seed;
     g->rng = seed * 0x2545F4914F6CDD1DULL + (uint64_t)device + 1;
     /* Every fourth device is a gateway carrying three operators' work; the others are
      * scanners with one operator each. */
@@ -444,7 +445,8 @@ void bench_gen_next(struct bench_gen *g, struct mw_op *op)
         op->type = MW_OP_INVENTORY_RECEIVE;
         int q = range(&g->rng, 1, 50);
         if (range(&g->rng, 0, 4) == 0)
-            snprintf(g->sku, sizeof g->sku, "NEW-%d-%u", g->device, g->new_items++);
+            snprintf(g->sku, sizeof g->sku, "NEW-%d-%u-%u", g->device, (unsigned)g->seed,
+                     g->new_items++);
         snprintf(g->data, sizeof g->data,
                  "{\"sku\":\"%s\",\"name\":\"Received %s\",\"location_id\":%d,\"quantity\":%d,"
                  "\"description\":\"inbound pallet\"}",

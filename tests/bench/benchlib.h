@@ -94,6 +94,7 @@ void bench_copy_in(PGconn *dst, const char *dst_copy_sql, const char *data, size
 struct bench_gen {
     const struct bench_world *w;
     int device;
+    uint64_t seed;
     uint64_t rng;
     int users[4]; /* the operators this device carries ops for */
     int n_users;

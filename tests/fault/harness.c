@@ -189,6 +189,18 @@ long long fh_sql_ll(const char *sql)
     return v;
 }
 
+void fh_sql_exec(const char *sql)
+{
+    PGconn *c = connect_super();
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("connect to the server's database: %s", PQerrorMessage(c));
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
+
 long long fh_server_quantity(const char *sku)
 {
     char sql[256];

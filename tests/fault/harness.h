@@ -42,6 +42,8 @@ long long fh_server_quantity(const char *sku);
 /* Runs sql as the database superuser of the server's cluster; the first column of the first
  * row as a number (0 when none). */
 long long fh_sql_ll(const char *sql);
+/* Runs one statement as that superuser; fails the test on an error. */
+void fh_sql_exec(const char *sql);
 
 struct fh_device {
     char name[64];

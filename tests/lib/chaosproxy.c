@@ -70,6 +70,8 @@ struct chaosproxy {
     int threads;                  /* guarded by mu: connection threads still running */
     int stopping;                 /* guarded by mu */
     unsigned midway_seed;         /* guarded by mu */
+    int midway_min;               /* guarded by mu */
+    int midway_span;              /* guarded by mu */
 };
 
 struct conn {
@@ -594,7 +596,8 @@ static int serve_one(struct conn *c, struct req *r)
     long idx = keep(p, r, f);
     p->stats.requests++;
     p->stats.faults[f]++;
-    long midway = MIDWAY_MIN_MS + rand_r(&p->midway_seed) % MIDWAY_SPAN_MS;
+    long midway = p->midway_min + (p->midway_span > 0 ? rand_r(&p->midway_seed) % p->midway_span
+                                                      : 0);
     pthread_mutex_unlock(&p->mu);
 
     if (f == CHAOS_DROP_REQUEST)
@@ -778,6 +781,8 @@ struct chaosproxy *chaosproxy_start(const char *cert, const char *key, const cha
     p->ca = xstrdup(ca);
     p->target_port = target_port;
     p->midway_seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+    p->midway_min = MIDWAY_MIN_MS;
+    p->midway_span = MIDWAY_SPAN_MS;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     if (pipe(p->stop_pipe) != 0)
@@ -830,6 +835,14 @@ void chaosproxy_random(struct chaosproxy *p, const char *path_prefix, int permil
     for (size_t i = 0; i < n && i < CHAOS_FAULT_COUNT; i++)
         p->rule.pick[p->rule.npick++] = faults[i];
     p->rule.seed = seed;
+    pthread_mutex_unlock(&p->mu);
+}
+
+void chaosproxy_midway(struct chaosproxy *p, int min_ms, int span_ms)
+{
+    pthread_mutex_lock(&p->mu);
+    p->midway_min = min_ms > 0 ? min_ms : 1;
+    p->midway_span = span_ms > 0 ? span_ms : 0;
     pthread_mutex_unlock(&p->mu);
 }
 

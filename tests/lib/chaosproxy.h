@@ -21,9 +21,10 @@ enum chaos_fault {
                             was read, so the server never sees it */
     CHAOS_CUT_ANSWER,    /* forwarded; once the server's whole answer is in (the server has
                             committed), the client connection is reset without it */
-    CHAOS_CUT_MIDWAY,    /* forwarded; after a random 1..250 ms the proxy gives up on the
-                            server (closing that connection too) and resets the client, so the
-                            server may or may not have finished */
+    CHAOS_CUT_MIDWAY,    /* forwarded; after a random delay (chaosproxy_midway, by default
+                            1..250 ms) the proxy gives up on the server (closing that
+                            connection too) and resets the client, so the server may or may
+                            not have finished */
     CHAOS_HOLD_ANSWER,   /* forwarded; once the whole answer is in, the client connection
                             stays open and silent until chaosproxy_release */
     CHAOS_TRUNCATE_BODY, /* answered with the first half of the body and a Content-Length
@@ -58,6 +59,9 @@ void chaosproxy_rule(struct chaosproxy *p, const char *path_prefix, enum chaos_f
  * permille / 1000, one of faults[0..n) chosen at random (seeded by seed); the others pass. */
 void chaosproxy_random(struct chaosproxy *p, const char *path_prefix, int permille,
                        const enum chaos_fault *faults, size_t n, unsigned seed);
+
+/* The window of CHAOS_CUT_MIDWAY: a delay of min_ms + random(0..span_ms) after forwarding. */
+void chaosproxy_midway(struct chaosproxy *p, int min_ms, int span_ms);
 
 /* No rule: everything passes. */
 void chaosproxy_pass(struct chaosproxy *p);
