@@ -144,7 +144,7 @@ fw_sysroot_packages() {
 # Downloads the target's packages with apt (verified against the signed package lists) and
 # unpacks them into FW_SYSROOT_DIR; reused while the package versions stay the same.
 fw_make_sysroot() {
-    local pkgs want debs="$FW_CACHE/debs-$FW_ARCH" d l t
+    local pkgs want debs="$FW_CACHE/debs-$FW_ARCH" d l t pkg ver
     if ! apt-cache show "libc6:$FW_DEBARCH" >/dev/null 2>&1; then
         fw_note "apt has no $FW_DEBARCH package lists; as root run:"
         echo "  dpkg --add-architecture $FW_DEBARCH && apt-get update" >&2
@@ -163,15 +163,15 @@ fw_make_sysroot() {
     rm -rf "$debs" "$FW_SYSROOT"
     mkdir -p "$debs" "$FW_SYSROOT"
     # shellcheck disable=SC2086
-    (cd "$debs" && apt-get download -q $pkgs >/dev/null) || fw_die "apt-get download failed"
+    (cd "$debs" && apt-get download -q -o APT::Sandbox::User=root $pkgs >/dev/null) || fw_die "apt-get download failed"
     : >"$FW_SYSROOT/.midway-files"
     for d in "$debs"/*.deb; do
         dpkg-deb -x "$d" "$FW_SYSROOT"
         # Which package each file came from, for the bundle's manifest and licences.
-        dpkg-deb -f "$d" Package Version | tr '\n' ' ' | {
-            read -r _ pkg _ ver
-            dpkg-deb -c "$d" | awk -v p="$pkg" -v v="$ver" '{ sub(/^\./, "", $6); print $6 "\t" p "\t" v }'
-        } >>"$FW_SYSROOT/.midway-files"
+        pkg=$(dpkg-deb --show --showformat='${Package}' "$d")
+        ver=$(dpkg-deb --show --showformat='${Version}' "$d")
+        dpkg-deb -c "$d" | awk -v p="$pkg" -v v="$ver" '{ sub(/^\./, "", $6); print $6 "\t" p "\t" v }' \
+            >>"$FW_SYSROOT/.midway-files"
     done
     # Debian's -dev symlinks are absolute (libz.so -> /lib/<triplet>/libz.so.1.2.13): inside a
     # sysroot they must point into it, or the linker silently falls back to a static archive.

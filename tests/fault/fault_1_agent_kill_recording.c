@@ -30,8 +30,9 @@
 
 static const char *const skus[] = {"K1-A", "K1-B"};
 
-/* The op a recorder makes next: adjusts in both directions (a take larger than the stock is
- * rejected by the server, and must then be listed on the device), interactions, events. */
+/* The op a recorder makes next: adjusts in both directions, takes a little more often than
+ * restocks so the shelves run empty (a take larger than the stock is rejected by the server,
+ * and must then be listed on the device), interactions, events. */
 static int next_kind(unsigned *seed)
 {
     return rand_r(seed) % 10;
@@ -50,7 +51,7 @@ static void library_recorder(const struct fh_device *d, int out, unsigned seed)
         int k = next_kind(&seed);
         const char *sku = skus[rand_r(&seed) % 2];
         enum mw_err rc;
-        if (k < 6)
+        if (k < 4)
             rc = mw_agent_record_adjust(a, &m, sku, 1 + rand_r(&seed) % 3, "restock", &r, &err);
         else if (k < 8)
             rc = mw_agent_record_adjust(a, &m, sku, -(1 + rand_r(&seed) % 4), "pick", &r, &err);
@@ -80,7 +81,7 @@ static void cli_recorder(const struct fh_device *d, int out, unsigned seed)
         char delta[16];
         const char *sku = skus[rand_r(&seed) % 2];
         int k = next_kind(&seed);
-        int dv = k < 6 ? 1 + rand_r(&seed) % 3 : -(1 + rand_r(&seed) % 4);
+        int dv = k < 4 ? 1 + rand_r(&seed) % 3 : -(1 + rand_r(&seed) % 4);
         snprintf(delta, sizeof delta, "%d", dv);
         pid_t pid = fork();
         if (pid < 0)
@@ -210,8 +211,9 @@ static void agent_killed_while_recording(void **state)
 
     fh_sync_until_done(&d, 20, NULL);
     struct conservation_device dev = {"gw-1", d.dir, &confirmed, 0, 1};
-    struct conservation_report rep = conservation_check(fh_srv, &dev, 1, "fault_1 agent killed "
-                                                                         "while recording");
+    struct conservation_report rep = conservation_check(fh_srv, &dev, 1,
+                                                        "fault_1 agent killed "
+                                                        "while recording");
     assert_int_equal(rep.applied + rep.rejected, confirmed.n);
     printf("fault_1: done in %.1f s\n", (double)(fh_now_ms() - t0) / 1000.0);
     conservation_ids_free(&confirmed);

@@ -35,6 +35,7 @@ static void agent_killed_after_commit_before_answer(void **state)
     fh_seed("fault_2");
     int rounds = (int)fh_env_long("MIDWAY_FAULT_ROUNDS", ROUNDS_DEFAULT);
     fh_add_item("K2-A", 200);
+    fh_add_item("K2-EMPTY", 0);
     char url[64];
     struct chaosproxy *px = fh_proxy_start(url);
     struct fh_device d;
@@ -51,8 +52,12 @@ static void agent_killed_after_commit_before_answer(void **state)
     int held = 0;
     for (int round = 0; round < rounds; round++) {
         int n = 100 + rand() % 1200;
-        for (int i = 0; i < n; i++)
-            fh_record_adjusts(a, "K2-A", 1, rand() % 6 == 0 ? -3 : 1, &confirmed);
+        for (int i = 0; i < n; i++) {
+            if (rand() % 25 == 0)
+                fh_record_adjusts(a, "K2-EMPTY", 1, -1, &confirmed); /* rejected */
+            else
+                fh_record_adjusts(a, "K2-A", 1, rand() % 6 == 0 ? -3 : 1, &confirmed);
+        }
         struct mw_agent_status st = fh_status(&d);
         long long batches = (st.outbox + BATCH_OPS - 1) / BATCH_OPS;
         int skip = (int)(rand() % batches);
@@ -68,8 +73,7 @@ static void agent_killed_after_commit_before_answer(void **state)
         /* The server has answered: the batch is committed. Now the agent dies. */
         int s = fh_kill9(pid);
         if (s != 128 + SIGKILL)
-            fail_msg("round %d: the sync ended by itself (%d) while its answer was held", round,
-                     s);
+            fail_msg("round %d: the sync ended by itself (%d) while its answer was held", round, s);
         struct chaos_request cr;
         assert_int_equal(chaosproxy_copy(px, chaosproxy_captured(px) - 1, &cr), 0);
         assert_int_equal(cr.fault, CHAOS_HOLD_ANSWER);

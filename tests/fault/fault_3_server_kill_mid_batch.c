@@ -131,9 +131,8 @@ static void server_killed_mid_batch(void **state)
            "%d; %d rounds finished before the watcher saw the batch; %lld duplicates cleared; "
            "a batch's transaction lasts ~%ld ms; restart %.1f s on average\n",
            rounds, BATCH_OPS, committed + rolled_back, in_txn, rolled_back, committed, missed,
-           dup_total, txn_ms, committed + rolled_back ? (double)restart_ms / 1000.0 /
-                                                    (committed + rolled_back)
-                                              : 0.0);
+           dup_total, txn_ms,
+           committed + rolled_back ? (double)restart_ms / 1000.0 / (committed + rolled_back) : 0.0);
     assert_true(rolled_back >= 1);
     assert_true(committed >= 1);
     struct conservation_device dev = {"gw-3", d.dir, &confirmed, 0, 1};

@@ -66,7 +66,7 @@ static void postgres_stopped_mid_batch(void **state)
         pid_t pid = -1;
         int st = -1, seen = 0;
         for (int attempt = 0; attempt < 10 && !seen; attempt++) {
-            unlink(out);
+            tu_write_file(out, "", 0);
             pid = fh_agent_spawn(&d, sync, out);
             st = -1;
             seen = fh_pgwatch_wait_batch(w, pid, WATCH_MS, &st);

@@ -94,8 +94,8 @@ static void same_snapshot(const struct snapshot *a, const struct snapshot *b, co
 
 static int send_request(const struct chaos_request *r, char **body_out)
 {
-    return srvtest_request(fh_srv, r->method, r->target, (const char *const *)r->headers,
-                           r->body, r->len, body_out, NULL);
+    return srvtest_request(fh_srv, r->method, r->target, (const char *const *)r->headers, r->body,
+                           r->len, body_out, NULL);
 }
 
 /* Checks a replay's answer against the original one: same ops, all "duplicate", each with
@@ -278,7 +278,7 @@ static void replays(void **state)
             /* The device's own sync races one replay of the batch it is sending. */
             const char *sync_plain[] = {"sync", "--json", NULL};
             char *out_path = tu_path(fh_scratch, "gw-6-race.json");
-            unlink(out_path);
+            tu_write_file(out_path, "", 0);
             pid_t pid = fh_agent_spawn(&d, sync_plain, out_path);
             char *ans = NULL;
             st = send_request(&fresh, &ans);

@@ -354,7 +354,7 @@ long long fh_json_int(const char *json, const char *key)
 
 static void init_device(const struct fh_device *d, const char *url)
 {
-    const char *init[] = {"init",         "--server",    url,    "--device-id",          d->id,
+    const char *init[] = {"init",         "--server",    url,    "--device-id",      d->id,
                           "--token-file", d->token_file, "--ca", srvtest_ca(fh_srv), NULL};
     struct fh_run r = fh_agent(d, init);
     if (r.status != 0)
@@ -511,8 +511,8 @@ void fh_in_flight(const struct fh_device *d, struct conservation_ids *ids)
     sqlite3 *h = NULL;
     sqlite3_stmt *st = NULL;
     if (sqlite3_open_v2(d->db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(h, "SELECT op_id FROM outbox WHERE in_flight = 1 ORDER BY seq", -1,
-                           &st, NULL) != SQLITE_OK)
+        sqlite3_prepare_v2(h, "SELECT op_id FROM outbox WHERE in_flight = 1 ORDER BY seq", -1, &st,
+                           NULL) != SQLITE_OK)
         fail_msg("%s: read the outbox: %s", d->name, sqlite3_errmsg(h));
     while (sqlite3_step(st) == SQLITE_ROW)
         conservation_ids_add(ids, (const char *)sqlite3_column_text(st, 0));

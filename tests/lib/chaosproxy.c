@@ -11,6 +11,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -57,21 +58,21 @@ struct chaosproxy {
     pthread_t acceptor;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct rule rule;             /* guarded by mu */
-    int offline;                  /* guarded by mu */
-    int capturing;                /* guarded by mu */
+    struct rule rule;                /* guarded by mu */
+    int offline;                     /* guarded by mu */
+    int capturing;                   /* guarded by mu */
     char capture_prefix[PREFIX_MAX]; /* guarded by mu */
-    struct chaos_request *kept;   /* guarded by mu */
-    size_t n_kept;                /* guarded by mu */
-    size_t cap_kept;              /* guarded by mu */
-    int held;                     /* guarded by mu */
-    unsigned release_gen;         /* guarded by mu */
-    struct chaos_stats stats;     /* guarded by mu */
-    int threads;                  /* guarded by mu: connection threads still running */
-    int stopping;                 /* guarded by mu */
-    unsigned midway_seed;         /* guarded by mu */
-    int midway_min;               /* guarded by mu */
-    int midway_span;              /* guarded by mu */
+    struct chaos_request *kept;      /* guarded by mu */
+    size_t n_kept;                   /* guarded by mu */
+    size_t cap_kept;                 /* guarded by mu */
+    int held;                        /* guarded by mu */
+    unsigned release_gen;            /* guarded by mu */
+    struct chaos_stats stats;        /* guarded by mu */
+    int threads;                     /* guarded by mu: connection threads still running */
+    int stopping;                    /* guarded by mu */
+    unsigned midway_seed;            /* guarded by mu */
+    int midway_min;                  /* guarded by mu */
+    int midway_span;                 /* guarded by mu */
 };
 
 struct conn {
@@ -153,7 +154,7 @@ static void grow_append(void *bufp, size_t *len, size_t *cap, const void *src, s
 const char *chaos_fault_name(enum chaos_fault f)
 {
     static const char *const names[CHAOS_FAULT_COUNT] = {
-        "pass",          "drop_request", "cut_answer",   "cut_midway", "hold_answer",
+        "pass",          "drop_request", "cut_answer",   "cut_midway",  "hold_answer",
         "truncate_body", "short_body",   "corrupt_body", "wrong_shape", "refuse"};
     return (int)f >= 0 && f < CHAOS_FAULT_COUNT ? names[f] : "?";
 }
@@ -596,8 +597,8 @@ static int serve_one(struct conn *c, struct req *r)
     long idx = keep(p, r, f);
     p->stats.requests++;
     p->stats.faults[f]++;
-    long midway = p->midway_min + (p->midway_span > 0 ? rand_r(&p->midway_seed) % p->midway_span
-                                                      : 0);
+    long midway =
+        p->midway_min + (p->midway_span > 0 ? rand_r(&p->midway_seed) % p->midway_span : 0);
     pthread_mutex_unlock(&p->mu);
 
     if (f == CHAOS_DROP_REQUEST)
@@ -607,7 +608,8 @@ static int serve_one(struct conn *c, struct req *r)
                                    "by the test proxy\"}}";
         static const char head[] = "Content-Type: application/json\r\nRetry-After: 1\r\n";
         return send_answer(c, 503, head, sizeof head - 1, body, sizeof body - 1, sizeof body - 1,
-                           r->close_after) == 0 && !r->close_after
+                           r->close_after) == 0 &&
+                       !r->close_after
                    ? 0
                    : -1;
     }
@@ -657,8 +659,8 @@ static int serve_one(struct conn *c, struct req *r)
     }
     case CHAOS_WRONG_SHAPE: {
         static const char shape[] = "{\"changes\":42,\"results\":\"none\",\"cursor\":[]}";
-        rc = send_answer(c, a.status, a.head, a.head_len, shape, sizeof shape - 1,
-                         sizeof shape - 1, r->close_after);
+        rc = send_answer(c, a.status, a.head, a.head_len, shape, sizeof shape - 1, sizeof shape - 1,
+                         r->close_after);
         break;
     }
     default:
@@ -746,6 +748,10 @@ static void *acceptor_main(void *arg)
             reset_close(fd);
             continue;
         }
+        /* Answers go out as several TLS records; Nagle would hold the last one back for the
+         * client's delayed ACK (40 ms a request). */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         struct conn *c = calloc(1, sizeof *c);
         if (!c)
             die("calloc");

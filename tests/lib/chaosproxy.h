@@ -102,11 +102,11 @@ int chaosproxy_wait_held(struct chaosproxy *p, int n, int timeout_ms);
 void chaosproxy_release(struct chaosproxy *p);
 
 struct chaos_stats {
-    long requests;                 /* requests read from clients */
+    long requests;                  /* requests read from clients */
     long faults[CHAOS_FAULT_COUNT]; /* ... by what was done to them */
-    long forwarded;                /* ... sent on to the server */
-    long answered;                 /* ... that the server answered (any status) */
-    long connections;              /* client connections accepted */
+    long forwarded;                 /* ... sent on to the server */
+    long answered;                  /* ... that the server answered (any status) */
+    long connections;               /* client connections accepted */
 };
 void chaosproxy_stats(struct chaosproxy *p, struct chaos_stats *out);
 

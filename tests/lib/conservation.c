@@ -125,7 +125,7 @@ struct device_view {
         char sku[101];
         long long quantity;
         long long server_quantity;
-    } *items;
+    } * items;
     size_t n_items;
     size_t cap_items;
 };
@@ -183,8 +183,7 @@ static void read_device(const struct conservation_device *d, struct device_view 
     sqlite3 *h = NULL;
     sqlite3_stmt *st = NULL;
     if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(h, "SELECT op_id FROM outbox ORDER BY seq", -1, &st, NULL) !=
-            SQLITE_OK)
+        sqlite3_prepare_v2(h, "SELECT op_id FROM outbox ORDER BY seq", -1, &st, NULL) != SQLITE_OK)
         fail_msg("conservation: %s: read the outbox: %s", d->name, sqlite3_errmsg(h));
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
