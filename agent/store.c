@@ -14,6 +14,14 @@
  * that belongs to some other program instead of adding our tables to it. */
 #define STORE_APPLICATION_ID 0x4d574159
 
+/* The page cache of one connection: 512 KiB instead of SQLite's default 2 MiB. A gateway
+ * draining a backlog reads the outbox front to back once and deletes what it read, and
+ * recording touches a handful of pages (the outbox's tail, one item, one user), so neither
+ * gains from a larger cache; a full default cache was 2 MiB of the agent's 16 MiB peak
+ * during a million-op drain (docs/performance.md). Pages that fall out are re-read from the
+ * kernel's page cache, not the flash. */
+#define STORE_CACHE_PRAGMA "PRAGMA cache_size=-512"
+
 /* Paths are cut to this many bytes in messages so the reason still fits in mw_error.msg. */
 #define STORE_PATH_SHOWN 96
 
@@ -390,6 +398,8 @@ enum mw_err mw_store_open(const char *path, const struct mw_store_options *opt,
     if (e != MW_OK)
         goto fail;
     e = mw_store_exec(s, "PRAGMA foreign_keys=ON", err);
+    if (e == MW_OK)
+        e = mw_store_exec(s, STORE_CACHE_PRAGMA, err);
     if (e != MW_OK)
         goto fail;
     e = set_size_limit(s, &o, err);

@@ -1,6 +1,10 @@
 # firmware/common.sh - sourced by firmware/build and firmware/test: the two gateway targets,
 # the Debian packages each needs, and how the target's libraries are made available (multiarch
 # packages installed on this machine, or the same packages unpacked into a private sysroot).
+# shellcheck shell=bash
+# The FW_* variables are for the scripts that source this file; package lists are split on
+# purpose.
+# shellcheck disable=SC2034,SC2086,SC2016
 
 fw_die() { echo "firmware: $*" >&2; exit 1; }
 fw_note() { echo "firmware: $*" >&2; }
@@ -127,9 +131,9 @@ fw_ensure_target() {
     fi
     # Multiarch needs the :$FW_DEBARCH copy of every shared package at exactly the version
     # installed for the host; when a mirror lags for one architecture that cannot hold.
-    fw_note "the :$FW_DEBARCH packages cannot be installed next to this machine's own (apt's"
-    fw_note "message is above; usually the $FW_DEBARCH index lags the host's). Unpacking the same"
-    fw_note "packages into a private sysroot instead ($FW_SYSROOT_DIR)."
+    fw_note "apt cannot install the :$FW_DEBARCH packages next to this machine's own (usually"
+    fw_note "the $FW_DEBARCH index lags the host's security updates). Unpacking the same packages"
+    fw_note "into a private sysroot instead ($FW_SYSROOT_DIR); see firmware/build --sysroot."
     fw_make_sysroot
 }
 

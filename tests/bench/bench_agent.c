@@ -367,7 +367,10 @@ int main(int argc, char **argv)
         free(dir);
     }
     bench_world_stop(&world);
-    tu_rmrf(scratch);
+    if (tu_keep())
+        fprintf(stderr, "bench: kept %s\n", scratch);
+    else
+        tu_rmrf(scratch);
     free(scratch);
     return 0;
 }

@@ -121,6 +121,13 @@ void bench_exec_ok(PGconn *c, const char *sql)
     PQclear(bench_exec(c, sql));
 }
 
+/* The baselines drop and create databases; PostgreSQL's notices about that are noise. */
+static void quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 PGconn *bench_superuser(const struct bench_world *w, const char *dbname)
 {
     char ci[4300];
@@ -129,6 +136,7 @@ PGconn *bench_superuser(const struct bench_world *w, const char *dbname)
     PGconn *c = PQconnectdb(ci);
     if (PQstatus(c) != CONNECTION_OK)
         bench_die("connect as superuser: %s", PQerrorMessage(c));
+    PQsetNoticeProcessor(c, quiet, NULL);
     return c;
 }
 

@@ -655,6 +655,8 @@ int fh_pgwatch_batch_open(struct fh_pgwatch *w)
     PGresult *r = PQexec(w->c, "SELECT count(*) FROM pg_stat_activity"
                                " WHERE pg_has_role(usesysid, 'midway_runtime', 'MEMBER')"
                                "   AND backend_xid IS NOT NULL"
+                               /* the once-a-minute last_seen refresh of auth.c is no batch */
+                               "   AND query NOT LIKE '%last_seen_at%'"
                                "   AND pid <> pg_backend_pid()");
     int v = -1;
     if (PQresultStatus(r) == PGRES_TUPLES_OK)

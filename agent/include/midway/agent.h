@@ -66,7 +66,7 @@ struct mw_agent_options {
     int32_t batch_max_ops;      /* ops per push; 0 = 500, max 5000 */
     int64_t batch_max_bytes;    /* bytes of one push body before gzip; 0 = 1 MiB,
                                    131072..8388608 */
-    int32_t pull_limit;         /* changes asked for per pull page; 0 = 1000, max 5000 */
+    int32_t pull_limit;         /* changes asked for per pull page; 0 = 250, max 5000 */
     int32_t connect_timeout_ms; /* TCP + TLS connect; 0 = 10000 */
     int32_t request_timeout_ms; /* one whole request, sending and answer; 0 = 120000 */
 };
