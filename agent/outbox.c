@@ -296,7 +296,9 @@ static enum mw_err record(struct mw_agent *a, const struct mw_agent_meta *meta, 
     rc = mw_store_begin(s, err);
     if (rc != MW_OK)
         return rc;
-    rc = check_limit(s, a->opt.max_outbox_ops, err);
+    rc = mw_store_record_room(s, err);
+    if (rc == MW_OK)
+        rc = check_limit(s, a->opt.max_outbox_ops, err);
     if (rc != MW_OK)
         goto fail;
     rc = mw_cache_user_id(s, meta->user, uid, err);

@@ -33,6 +33,7 @@ struct stmt_entry {
 struct mw_store {
     sqlite3 *db;
     int schema_version;
+    int64_t record_pages; /* recording stops at this many pages in use; 0 = no ceiling */
     int busy_timeout_ms;
     /* Prepared once: parsing BEGIN/COMMIT on every recorded op is measurable next to a
      * one-row INSERT when the caller batches without fsync. */
@@ -212,6 +213,12 @@ static enum mw_err set_size_limit(struct mw_store *s, const struct mw_store_opti
     }
     if (pages == 0)
         return MW_OK;
+    /* Recording stops short of the ceiling, so a sync always has room to record what the
+     * server said (a rejected op moves to `rejected` with its reason before its outbox row
+     * goes): an eighth of the file, at least MW_STORE_SYNC_RESERVE_PAGES. */
+    int64_t reserve = pages / 8 > MW_STORE_SYNC_RESERVE_PAGES ? pages / 8
+                                                              : MW_STORE_SYNC_RESERVE_PAGES;
+    s->record_pages = pages > reserve ? pages - reserve : 1;
     /* PRAGMA takes no parameters; the value is our own validated integer, not input text. */
     char sql[64];
     snprintf(sql, sizeof(sql), "PRAGMA max_page_count=%lld", (long long)pages);
@@ -571,5 +578,23 @@ enum mw_err mw_store_stmt(struct mw_store *s, const char *sql, sqlite3_stmt **st
     s->stmts[s->nstmts].stmt = st;
     s->nstmts++;
     *stmt_out = st;
+    return MW_OK;
+}
+
+enum mw_err mw_store_record_room(struct mw_store *s, struct mw_error *err)
+{
+    if (s->record_pages == 0)
+        return MW_OK;
+    int64_t pages = 0, free_pages = 0;
+    enum mw_err rc = query_int(s, "PRAGMA page_count", &pages, err);
+    if (rc == MW_OK)
+        rc = query_int(s, "PRAGMA freelist_count", &free_pages, err);
+    if (rc != MW_OK)
+        return rc;
+    if (pages - free_pages >= s->record_pages)
+        return mw_fail(err, MW_EFULL,
+                       "data file is full for recording (%lld of %lld pages in use; the rest "
+                       "is kept for syncing): sync to make room; nothing was recorded",
+                       (long long)(pages - free_pages), (long long)s->record_pages);
     return MW_OK;
 }

@@ -104,6 +104,16 @@ sqlite3 *mw_store_db(struct mw_store *s);
  * Errors: MW_EINVAL (a transaction is already open on s), MW_EBUSY, MW_EIO. */
 MW_NODISCARD enum mw_err mw_store_begin(struct mw_store *s, struct mw_error *err);
 
+/* Pages kept free for syncing when the file has a ceiling (max_page_count / max_bytes): at
+ * least this many, or an eighth of the ceiling when that is more. */
+#define MW_STORE_SYNC_RESERVE_PAGES 8
+
+/* Whether a new op may be recorded: MW_EFULL when the pages in use have reached the ceiling
+ * minus the sync reserve, so syncing (which moves rejected ops and records what the server
+ * said) never runs out of room. MW_OK when there is no ceiling. Call inside the recording
+ * transaction. Errors: MW_EFULL, MW_EIO. */
+MW_NODISCARD enum mw_err mw_store_record_room(struct mw_store *s, struct mw_error *err);
+
 /* Commits the open transaction. On failure it has been rolled back: nothing of it is written,
  * and the caller may retry the whole unit.
  * Errors: MW_EINVAL (no transaction open), MW_EFULL, MW_EBUSY, MW_EIO. */

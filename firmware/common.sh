@@ -97,7 +97,7 @@ fw_ensure_host_tools() {
 # Chooses where the target's libraries come from and sets FW_SYSROOT ("" = multiarch).
 # $1 = 1 forces the private sysroot.
 fw_ensure_target() {
-    local want_sysroot=$1 missing
+    local want_sysroot=$1 missing added_arch
     FW_SYSROOT=""
     if [ "$want_sysroot" = 1 ]; then
         fw_make_sysroot
@@ -116,18 +116,24 @@ fw_ensure_target() {
         fw_has_foreign_arch || echo "  sudo dpkg --add-architecture $FW_DEBARCH" >&2
         echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends$missing" >&2
         echo "or unpack them into a private sysroot instead: firmware/build --sysroot $FW_ARCH" >&2
-        echo "(that needs only the $FW_DEBARCH package lists: the dpkg and apt-get update steps)" >&2
+        echo "(as root the first time, to fetch the $FW_DEBARCH package lists)" >&2
         exit 1
     fi
+    added_arch=0
     if ! fw_has_foreign_arch; then
+        added_arch=1
         fw_note "adding the $FW_DEBARCH architecture to dpkg"
         dpkg --add-architecture "$FW_DEBARCH"
         fw_apt_update
     fi
     fw_note "installing:$missing"
-    # shellcheck disable=SC2086
     if fw_apt_install $missing; then
         return 0
+    fi
+    # Nothing of that architecture got installed: take it out of dpkg again, so that this
+    # machine's own `apt-get update` does not keep failing on the lagging index.
+    if [ "$added_arch" = 1 ] && [ -z "$(dpkg-query -W -f='${Package}\n' "*:$FW_DEBARCH" 2>/dev/null)" ]; then
+        dpkg --remove-architecture "$FW_DEBARCH" || true
     fi
     # Multiarch needs the :$FW_DEBARCH copy of every shared package at exactly the version
     # installed for the host; when a mirror lags for one architecture that cannot hold.
@@ -137,10 +143,21 @@ fw_ensure_target() {
     fw_make_sysroot
 }
 
+# apt options that make the target's packages visible without adding the architecture to
+# dpkg: the sysroot only downloads them, and a foreign architecture left in dpkg would make
+# every later `apt-get update` on this machine fail while a mirror lags for it.
+fw_apt_arch_opts() {
+    local a
+    FW_APT_ARCH=(-o "APT::Architectures::=$(dpkg --print-architecture)")
+    for a in $(dpkg --print-foreign-architectures) "$FW_DEBARCH"; do
+        FW_APT_ARCH+=(-o "APT::Architectures::=$a")
+    done
+}
+
 # The packages a private sysroot holds: the -dev packages, libc6-dev, and everything they
 # depend on for the target architecture.
 fw_sysroot_packages() {
-    apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+    apt-cache "${FW_APT_ARCH[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
         --no-replaces --no-enhances $FW_TARGET_PACKAGES "libc6-dev:$FW_DEBARCH" 2>/dev/null |
         grep -v '^ ' | grep ":$FW_DEBARCH\$" | LC_ALL=C sort -u
 }
@@ -149,15 +166,23 @@ fw_sysroot_packages() {
 # unpacks them into FW_SYSROOT_DIR; reused while the package versions stay the same.
 fw_make_sysroot() {
     local pkgs want debs="$FW_CACHE/debs-$FW_ARCH" d l t pkg ver
-    if ! apt-cache show "libc6:$FW_DEBARCH" >/dev/null 2>&1; then
-        fw_note "apt has no $FW_DEBARCH package lists; as root run:"
-        echo "  dpkg --add-architecture $FW_DEBARCH && apt-get update" >&2
-        exit 1
+    fw_apt_arch_opts
+    if ! apt-cache "${FW_APT_ARCH[@]}" show "libc6:$FW_DEBARCH" >/dev/null 2>&1; then
+        if ! fw_is_root; then
+            fw_note "apt has no $FW_DEBARCH package lists; as root run:"
+            echo "  apt-get ${FW_APT_ARCH[*]} update" >&2
+            exit 1
+        fi
+        fw_note "fetching the $FW_DEBARCH package lists"
+        apt-get "${FW_APT_ARCH[@]}" update -qq ||
+            fw_note "apt-get update reported errors; going on with the package lists it has"
+        apt-cache "${FW_APT_ARCH[@]}" show "libc6:$FW_DEBARCH" >/dev/null 2>&1 ||
+            fw_die "still no $FW_DEBARCH package lists"
     fi
     pkgs=$(fw_sysroot_packages)
     [ -n "$pkgs" ] || fw_die "apt-cache found no $FW_DEBARCH packages for$FW_TARGET_PACKAGES"
     # shellcheck disable=SC2086
-    want=$(apt-get download --print-uris $pkgs | awk '{print $2}' | LC_ALL=C sort)
+    want=$(apt-get "${FW_APT_ARCH[@]}" download --print-uris $pkgs | awk '{print $2}' | LC_ALL=C sort)
     [ -n "$want" ] || fw_die "apt-get download --print-uris gave nothing for the sysroot"
     FW_SYSROOT=$FW_SYSROOT_DIR
     if [ -f "$FW_SYSROOT/.midway-packages" ] && [ "$(cat "$FW_SYSROOT/.midway-packages")" = "$want" ]; then
@@ -167,7 +192,7 @@ fw_make_sysroot() {
     rm -rf "$debs" "$FW_SYSROOT"
     mkdir -p "$debs" "$FW_SYSROOT"
     # shellcheck disable=SC2086
-    (cd "$debs" && apt-get download -q -o APT::Sandbox::User=root $pkgs >/dev/null) || fw_die "apt-get download failed"
+    (cd "$debs" && apt-get "${FW_APT_ARCH[@]}" download -q -o APT::Sandbox::User=root $pkgs >/dev/null) || fw_die "apt-get download failed"
     : >"$FW_SYSROOT/.midway-files"
     for d in "$debs"/*.deb; do
         dpkg-deb -x "$d" "$FW_SYSROOT"

@@ -219,7 +219,7 @@ struct batch {
     size_t n_locs;
     struct move *moves;
     size_t n_moves;
-    size_t n_counts; /* count ops asked about in the reads (accepted, with a SKU) */
+    size_t n_counts; /* late count ops asked about (their later movements) */
     struct mw_uuid acting_user;
     bool one_user;
 
@@ -228,6 +228,11 @@ struct batch {
     const char *pipe_what[MW_RECONCILE_STATEMENTS_MAX];
     int pipe_n;
 
+    /* Rows decided before the item locks (ops that touch no item, and every rejection that
+     * needs no item state) and after them. */
+    bool early;     /* record_op and event_row write the early tables */
+    bool *late;     /* per op: decided after the item locks */
+    struct table ro_early, ev_early;
     struct table ro, lg, ni, ui, ia, al, ev;
     struct mw_reconcile_arr q1, q2, q3; /* read parameters */
     struct mw_buf scratch;              /* event details */
@@ -469,6 +474,10 @@ static PGresult *pipe_result(struct batch *b, int k, struct mw_error *err)
 static enum mw_err pipe_close(struct batch *b, enum mw_err rc, struct mw_error *err)
 {
     int nulls = 0;
+    /* Nothing was queued (an empty push's round trip, or the first statement failed to
+     * queue): there is no Sync to wait for. */
+    if (b->pipe_n == 0)
+        PQexitPipelineMode(b->conn);
     while (PQpipelineStatus(b->conn) != PQ_PIPELINE_OFF && PQstatus(b->conn) == CONNECTION_OK) {
         PGresult *res = PQgetResult(b->conn);
         if (!res) {
@@ -523,13 +532,15 @@ static enum mw_err plan(struct batch *b, struct mw_error *err)
         b->op_loc = mw_calloc(n, sizeof *b->op_loc);
         b->msg_off = mw_calloc(n, sizeof *b->msg_off);
         b->dup = mw_calloc(n, sizeof *b->dup);
+        b->late = mw_calloc(n, sizeof *b->late);
         b->count_sum = mw_calloc(n, sizeof *b->count_sum);
         b->count_later = mw_calloc(n, sizeof *b->count_later);
         b->moves = mw_calloc(n, sizeof *b->moves);
         skus = mw_calloc(n, sizeof *skus);
         uids = mw_calloc(n, sizeof *uids);
         lids = mw_calloc(n, sizeof *lids);
-        if (!b->op_item || !b->op_user || !b->op_loc || !b->msg_off || !b->dup || !b->count_sum ||
+        if (!b->op_item || !b->op_user || !b->op_loc || !b->msg_off || !b->dup || !b->late ||
+            !b->count_sum ||
             !b->count_later || !b->moves || !skus || !uids || !lids)
             goto fail;
     }
@@ -623,6 +634,10 @@ static void reset_attempt(struct batch *b)
         b->locs[i].found = b->locs[i].active = false;
     b->n_moves = 0;
     b->n_counts = 0;
+    for (size_t i = 0; i < n; i++)
+        b->late[i] = false;
+    table_reset(&b->ro_early);
+    table_reset(&b->ev_early);
     table_reset(&b->ro);
     table_reset(&b->lg);
     table_reset(&b->ni);
@@ -868,10 +883,8 @@ static void take_items(struct batch *b, PGresult *res)
     }
 }
 
-/* Sent in the same round trip as the reads, before their answers are known: every count op
- * the decoder accepted is asked about. Duplicates among them are ignored when the answer
- * comes, and a SKU not in the database has no rows (its item, if this batch creates it, has
- * no movements before this batch). */
+/* The count ops the early pass left to decide. A SKU not in the database has no rows (its
+ * item, if this batch creates it, has no movements before this batch). */
 static enum mw_err send_counts(struct batch *b, struct mw_error *err)
 {
     const struct mw_push *p = b->push;
@@ -884,8 +897,7 @@ static enum mw_err send_counts(struct batch *b, struct mw_error *err)
     b->n_counts = 0;
     for (size_t i = 0; i < p->n_ops; i++) {
         const struct mw_op *op = &p->ops[i];
-        if (op->reject != MW_REJECT_NONE || op->type != MW_OP_INVENTORY_COUNT ||
-            b->op_item[i] == NONE)
+        if (!b->late[i] || op->type != MW_OP_INVENTORY_COUNT || b->op_item[i] == NONE)
             continue;
         mw_reconcile_arr_int(&b->q1, (int64_t)i);
         mw_reconcile_arr_cstr(&b->q2, op->u.count.sku);
@@ -964,7 +976,7 @@ static void event_row(struct batch *b, const char *source, const char *type, con
                       const char *details, size_t details_len, const struct mw_uuid *cid,
                       const struct mw_uuid *user)
 {
-    struct table *t = &b->ev;
+    struct table *t = b->early ? &b->ev_early : &b->ev;
     mw_reconcile_arr_cstr(col(t, EV_SOURCE), source);
     mw_reconcile_arr_cstr(col(t, EV_TYPE), type);
     if (at_ms)
@@ -1150,7 +1162,7 @@ too_many:
 static void record_op(struct batch *b, size_t i, enum mw_reject code, size_t msg)
 {
     const struct mw_op *op = &b->push->ops[i];
-    struct table *t = &b->ro;
+    struct table *t = b->early ? &b->ro_early : &b->ro;
     const char *type = op->type_name ? op->type_name : mw_proto_op_type_name(op->type);
     mw_reconcile_arr_uuid(col(t, RO_OP), &op->op_id, false);
     mw_reconcile_arr_cstr(col(t, RO_TYPE), type ? type : "");
@@ -1170,25 +1182,52 @@ static void record_op(struct batch *b, size_t i, enum mw_reject code, size_t msg
     t->rows++;
 }
 
-static enum mw_err simulate(struct batch *b, struct mw_error *err)
+/* Whether an op's outcome depends on the state of an item (and so waits for the locks). */
+static bool needs_items(const struct mw_op *op)
+{
+    switch (op->type) {
+    case MW_OP_INVENTORY_ADJUST:
+    case MW_OP_INVENTORY_COUNT:
+    case MW_OP_INVENTORY_RELOCATE:
+    case MW_OP_INVENTORY_RECEIVE:
+    case MW_OP_ALLOCATION_RECORD:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Decides ops in push order. The early pass runs before the items are locked: duplicates,
+ * the decoder's and the user checks' rejections, and the ops that touch no item
+ * (interactions, device events) are final then, and their rows are written before the locks
+ * are taken; ops that need an item are marked late. The late pass decides those, in push
+ * order, against the locked items. Outcomes are the same as deciding every op in one pass:
+ * no op of the early kind reads or changes anything a late op reads or changes. */
+static enum mw_err decide(struct batch *b, bool early, struct mw_error *err)
 {
     const struct mw_push *p = b->push;
     struct mw_reconcile_ctx *ctx = b->ctx;
     struct mw_reconcile_stats *st = b->stats;
     enum mw_err rc = MW_OK;
 
-    st->applied = st->rejected = st->duplicate = 0;
+    b->early = early;
+    if (early)
+        st->applied = st->rejected = st->duplicate = 0;
     for (size_t i = 0; i < p->n_ops && rc == MW_OK; i++) {
         const struct mw_op *op = &p->ops[i];
         struct mw_op_result *r = &ctx->results[i];
+        if (!early && !b->late[i])
+            continue;
         r->op_id = op->op_id;
         if (b->dup[i]) {
             st->duplicate++;
-            continue; /* read_received filled it */
+            continue; /* take_received filled it */
         }
         enum mw_reject code = op->reject;
         size_t msg = NONE;
-        if (code != MW_REJECT_NONE) {
+        if (!early) {
+            code = apply_op(b, i, &msg, &rc);
+        } else if (code != MW_REJECT_NONE) {
             msg = message(b, &rc, "%s", op->reject_msg ? op->reject_msg : "invalid op");
         } else {
             const struct user *u = b->op_user[i] != NONE ? &b->users[b->op_user[i]] : NULL;
@@ -1201,6 +1240,9 @@ static enum mw_err simulate(struct batch *b, struct mw_error *err)
                 code = MW_REJECT_FORBIDDEN;
                 msg = message(b, &rc, "user %s has no role that may %s", uid,
                               mw_proto_op_type_name(op->type));
+            } else if (needs_items(op)) {
+                b->late[i] = true;
+                continue;
             } else {
                 code = apply_op(b, i, &msg, &rc);
             }
@@ -1217,7 +1259,18 @@ static enum mw_err simulate(struct batch *b, struct mw_error *err)
         record_op(b, i, code, b->msg_off[i]);
     }
     if (rc != MW_OK)
-        return mw_fail(err, rc, "reconcile: simulating the batch");
+        return mw_fail(err, rc, "reconcile: deciding the batch");
+    return MW_OK;
+}
+
+/* The late pass, then the item rows and the push's own 'sync' event. */
+static enum mw_err simulate(struct batch *b, struct mw_error *err)
+{
+    const struct mw_push *p = b->push;
+    struct mw_reconcile_stats *st = b->stats;
+    enum mw_err rc = decide(b, false, err);
+    if (rc != MW_OK)
+        return rc;
 
     for (size_t k = 0; k < b->n_items; k++) {
         struct item *it = &b->items[k];
@@ -1341,7 +1394,8 @@ static enum mw_err write_table(struct batch *b, const char *sql, const char *con
     return pipe_send(b, ST_WRITE, sql, nfixed + t->ncol, params, what, err);
 }
 
-static enum mw_err write_all(struct batch *b, struct mw_error *err)
+/* The third round trip: what depends on the items, and the COMMIT. */
+static enum mw_err write_late(struct batch *b, struct mw_error *err)
 {
     char bid[MW_UUID_STR_SIZE];
     mw_uuid_format(&b->push->batch_id, bid);
@@ -1351,12 +1405,11 @@ static enum mw_err write_all(struct batch *b, struct mw_error *err)
     rc = write_table(b, SQL_NEW_ITEMS, NULL, 0, &b->ni, "insert new items", err);
     if (rc == MW_OK)
         rc = write_table(b, SQL_UPDATE_ITEMS, NULL, 0, &b->ui, "update items", err);
+    /* Before the ledger: every ledger row names its received_op row (008). */
     if (rc == MW_OK)
         rc = write_table(b, SQL_RECEIVED_OPS, dev_batch, 2, &b->ro, "insert received ops", err);
     if (rc == MW_OK)
         rc = write_table(b, SQL_LEDGER, dev_batch, 1, &b->lg, "insert ledger rows", err);
-    if (rc == MW_OK)
-        rc = write_table(b, SQL_INTERACTIONS, NULL, 0, &b->ia, "insert interactions", err);
     if (rc == MW_OK)
         rc = write_table(b, SQL_ALLOCATIONS, NULL, 0, &b->al, "insert allocations", err);
     if (rc == MW_OK)
@@ -1366,9 +1419,8 @@ static enum mw_err write_all(struct batch *b, struct mw_error *err)
     return rc;
 }
 
-/* Every read and lock, in the order the old one-statement-at-a-time code ran them: the device
- * row first (one device's batches in arrival order), the item rows in resource_id order,
- * then the later movements of the counted items, whose snapshot follows those locks. */
+/* The first round trip: the device row first (one device's batches in arrival order), then
+ * every read that needs no lock. */
 static enum mw_err send_reads(struct batch *b, struct mw_error *err)
 {
     enum mw_err rc = pipe_send(b, ST_BEGIN, "BEGIN", 0, NULL, "begin", err);
@@ -1380,6 +1432,27 @@ static enum mw_err send_reads(struct batch *b, struct mw_error *err)
         rc = send_users(b, err);
     if (rc == MW_OK)
         rc = send_locations(b, err);
+    return rc;
+}
+
+/* The second round trip: the rows of the ops already decided, written while no item is
+ * locked yet, then the item locks (resource_id order, the one order every batch uses) and
+ * the later movements of the counted items, whose snapshot follows those locks. Every other
+ * batch that touches one of these items waits from here to this batch's COMMIT, so as little
+ * as possible happens after this point. */
+static enum mw_err send_early_writes_and_locks(struct batch *b, struct mw_error *err)
+{
+    char bid[MW_UUID_STR_SIZE];
+    mw_uuid_format(&b->push->batch_id, bid);
+    const char *dev_batch[] = {b->device_id, bid};
+    enum mw_err rc;
+
+    rc = write_table(b, SQL_INTERACTIONS, NULL, 0, &b->ia, "insert interactions", err);
+    if (rc == MW_OK)
+        rc = write_table(b, SQL_EVENTS, NULL, 0, &b->ev_early, "insert device events", err);
+    if (rc == MW_OK)
+        rc = write_table(b, SQL_RECEIVED_OPS, dev_batch, 2, &b->ro_early,
+                         "insert received ops (decided early)", err);
     if (rc == MW_OK)
         rc = send_items(b, err);
     if (rc == MW_OK)
@@ -1448,13 +1521,21 @@ static enum mw_err attempt(struct batch *b, struct mw_error *err)
         return rc;
     rc = round_trip(b, send_reads(b, err), err);
     if (rc == MW_OK)
+        rc = decide(b, true, err);
+    if (rc != MW_OK)
+        return rc;
+    rc = pipe_open(b, err);
+    if (rc != MW_OK)
+        return rc;
+    rc = round_trip(b, send_early_writes_and_locks(b, err), err);
+    if (rc == MW_OK)
         rc = simulate(b, err);
     if (rc != MW_OK)
         return rc;
     rc = pipe_open(b, err);
     if (rc != MW_OK)
         return rc;
-    return round_trip(b, write_all(b, err), err);
+    return round_trip(b, write_late(b, err), err);
 }
 
 static bool retryable(const char *state, struct mw_reconcile_stats *st)
@@ -1489,12 +1570,15 @@ static void batch_cleanup(struct batch *b)
     mw_free(b->op_loc);
     mw_free(b->msg_off);
     mw_free(b->dup);
+    mw_free(b->late);
     mw_free(b->count_sum);
     mw_free(b->count_later);
     mw_free(b->items);
     mw_free(b->users);
     mw_free(b->locs);
     mw_free(b->moves);
+    table_cleanup(&b->ro_early);
+    table_cleanup(&b->ev_early);
     table_cleanup(&b->ro);
     table_cleanup(&b->lg);
     table_cleanup(&b->ni);
@@ -1553,6 +1637,8 @@ enum mw_err mw_reconcile_push(struct mw_reconcile_ctx *ctx, PGconn *conn, const 
     b.request_cid = request_cid;
     b.ctx = ctx;
     b.stats = stats;
+    table_init(&b.ro_early, RO_N);
+    table_init(&b.ev_early, EV_N);
     table_init(&b.ro, RO_N);
     table_init(&b.lg, LG_N);
     table_init(&b.ni, NI_N);

@@ -2,24 +2,30 @@
  * the outcome it would get if the ops were applied one at a time, in order, but the batch
  * costs a fixed number of SQL statements, whatever its size.
  *
- * How (one READ COMMITTED transaction, all statements parameterized):
+ * How (one READ COMMITTED transaction, all statements parameterized, in three round trips:
+ * each a libpq pipeline, so PostgreSQL runs its statements back to back):
  *   1. BEGIN; set_config('midway.device_id' / 'midway.user_id', ..., true) (SET LOCAL: the
  *      row-level security policies of 006 read them) and lock the device row (FOR NO KEY
  *      UPDATE): one device's batches apply one at a time in arrival order, and a replay of a
- *      batch that is being applied waits, then finds its received_op rows.
- *   2. Bulk reads with = ANY($1::...[]): the batch's op_ids already in received_op
- *      (duplicates, with their first outcome), the acting users with their permissions
- *      (userroles -> role_permission), the locations named, and the inventory rows of every
- *      SKU named, locked FOR NO KEY UPDATE in resource_id order (a stable order: two
- *      batches touching the same items never deadlock). Then, for the count ops, the sum of
- *      later non-count ledger deltas and whether a later count exists (one statement over
- *      unnest of (sku, at) pairs).
- *   3. The batch is simulated in C, op by op, in order, against that state: outcomes, new
- *      quantities and locations, and the rows to write.
- *   4. Writes, each one statement over unnest() of text-array parameters: new Inventory
- *      rows, Inventory updates, received_op, inventory_ledger, UserInteraction,
- *      ResourceAllocation, IntegrationEvent (device events, count discrepancies and one
- *      'sync' event per push); COMMIT.
+ *      batch that is being applied waits, then finds its received_op rows. Bulk reads over
+ *      arrays: the batch's op_ids already in received_op (duplicates, with their first
+ *      outcome; one key probe each), the acting users with their permissions
+ *      (userroles -> role_permission), the locations named.
+ *   2. The early pass decides, in C, every op whose outcome needs no item: duplicates,
+ *      rejections by the decoder and the user checks, interactions and device events.
+ *      Their rows (UserInteraction, IntegrationEvent, received_op) are written, then the
+ *      inventory rows of every SKU named are locked FOR NO KEY UPDATE in resource_id order
+ *      (a stable order: two batches touching the same items never deadlock), and for the
+ *      count ops left the sum of later non-count ledger deltas and whether a later count
+ *      exists (an index range per count op) are read.
+ *   3. The late pass decides the remaining ops in push order against the locked items:
+ *      outcomes, new quantities and locations, the rows to write. Writes, each one statement
+ *      over unnest() of text-array parameters: new Inventory rows, Inventory updates,
+ *      received_op, inventory_ledger, ResourceAllocation, IntegrationEvent (count
+ *      discrepancies and one 'sync' event per push); COMMIT.
+ * From the item locks to the COMMIT, every other batch touching one of those items waits:
+ * with skewed SKUs (a few items in nearly every batch) that window is what bounds the
+ * server's throughput, so everything that does not need the locks happens before them.
  * Statements whose arrays would be empty are skipped, so a batch costs at most
  * MW_RECONCILE_STATEMENTS_MAX statements; the count depends on which op types a batch holds,
  * never on how many ops it holds.
@@ -67,10 +73,11 @@
  * device should back off from: the caller answers 503 and the device retries later. */
 #define MW_RECONCILE_ATTEMPTS_MAX 5
 
-/* The most SQL statements one attempt sends: BEGIN, the device lock, 5 reads, 7 writes,
- * COMMIT. A batch whose every op type is present and whose ops all need every read sends
- * exactly this many; smaller mixes send fewer. */
-#define MW_RECONCILE_STATEMENTS_MAX 15
+/* The most SQL statements one attempt sends: BEGIN, the device lock, 3 reads, 3 early writes,
+ * the item locks, the counts read, 6 late writes, COMMIT. A batch whose every op type is
+ * present and whose ops all need every read sends exactly this many; smaller mixes send
+ * fewer. */
+#define MW_RECONCILE_STATEMENTS_MAX 17
 
 /* IntegrationEvent.source_system of the events the server itself writes (the 'sync' event
  * of each push, count discrepancies). */
@@ -80,7 +87,7 @@ struct mw_reconcile_stats {
     size_t applied;             /* ops applied by this push */
     size_t rejected;            /* ops rejected by this push (recorded with their code) */
     size_t duplicate;           /* ops recorded before this push */
-    unsigned statements;        /* SQL statements sent (PQexec/PQexecParams calls), every attempt */
+    unsigned statements;        /* SQL statements sent (in pipelines), every attempt */
     unsigned attempts;          /* transactions begun: 1 unless a retry was needed */
     unsigned retries_deadlock;  /* attempts lost to 40P01 */
     unsigned retries_serialize; /* attempts lost to 40001 */

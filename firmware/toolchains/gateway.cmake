@@ -35,9 +35,13 @@ endif()
 # Reproducible: source and build directories are mapped to fixed names in everything the
 # compiler writes (debug info, __FILE__), so the binary and its build id do not depend on where
 # the tree was checked out or built. The build directory is mapped last: it usually sits inside
-# the source tree, and the last matching map wins.
+# the source tree (so may the sysroot), and the last matching map wins.
 get_filename_component(_mw_fw_src "${CMAKE_CURRENT_LIST_DIR}/../.." ABSOLUTE)
 set(_mw_fw_maps "-ffile-prefix-map=${_mw_fw_src}=.")
+if(MIDWAY_FW_SYSROOT)
+  # The sysroot's headers appear as the target's own /usr/include, wherever it was unpacked.
+  string(APPEND _mw_fw_maps " -ffile-prefix-map=${MIDWAY_FW_SYSROOT}=")
+endif()
 if(CMAKE_BINARY_DIR)
   string(APPEND _mw_fw_maps " -ffile-prefix-map=${CMAKE_BINARY_DIR}=build")
 endif()

@@ -1,11 +1,14 @@
 /* fault_3_server_kill_mid_batch.c - scenario 3: the server is killed (kill -9) in the middle
  * of a batch, then restarted. Each round the device pushes large batches (5,000 ops); the test
  * watches the server's PostgreSQL until the batch's transaction is open (a server backend holds
- * an xid), waits a random 0..60 ms more, and kills the server. Some kills land inside the
- * transaction (it is rolled back), some after the commit and before the answer went out.
- * Checks per round: the sync reports the server unreachable (exit 4); the batch is on the
- * server entirely or not at all; after the restart the next sync gets "duplicate" for exactly
- * the ops the server had committed and applies the rest. Ends with the conservation check. */
+ * an xid) and kills the server at one of three moments, in turn: at once (or up to 60 ms
+ * later), somewhere inside the transaction (as long as the last one measured), or just after
+ * it committed, while the answer is being written. So some kills roll the batch back and some
+ * lose the answer to a committed one.
+ * Checks per round: the sync reports the server unreachable (exit 4), or done when its answer
+ * got out first; the batch is on the server entirely or not at all; after the restart the next
+ * sync gets "duplicate" for exactly the queued ops the server had and applies the rest. Ends
+ * with the conservation check. */
 #include "harness.h"
 #include "testutil.h"
 
@@ -133,8 +136,10 @@ static void server_killed_mid_batch(void **state)
            rounds, BATCH_OPS, committed + rolled_back, in_txn, rolled_back, committed, missed,
            dup_total, txn_ms,
            committed + rolled_back ? (double)restart_ms / 1000.0 / (committed + rolled_back) : 0.0);
-    assert_true(rolled_back >= 1);
-    assert_true(committed >= 1);
+    if (rounds >= 3) { /* each of the three moments came up at least once */
+        assert_true(rolled_back >= 1);
+        assert_true(committed >= 1);
+    }
     struct conservation_device dev = {"gw-3", d.dir, &confirmed, 0, 1};
     struct conservation_report rep =
         conservation_check(fh_srv, &dev, 1, "fault_3 server killed mid-batch");

@@ -145,7 +145,8 @@ static void postgres_stopped_mid_batch(void **state)
     int stops = committed + rolled_back;
     printf("fault_4: %d rounds of %d-op batches: PostgreSQL stopped -m immediate %d times "
            "(transaction open at the stop in %d); batch rolled back %d, committed before the "
-           "stop %d; the agent was answered 503 %d times (%d of them for a batch that had "
+           "stop %d; the interrupted sync ended on a 503 in %d rounds (%d of them for a batch that "
+           "had "
            "committed, and %d times before the batch reached the database: a worker finding its "
            "connection dead after the restart); %d rounds finished before the watcher saw the "
            "batch; %lld duplicates "
@@ -154,7 +155,8 @@ static void postgres_stopped_mid_batch(void **state)
            rounds, BATCH_OPS, stops, in_txn, rolled_back, committed, answered_503,
            committed_but_503, stale_503, missed, dup_total, txn_ms,
            stops ? (double)recovery_ms / 1000.0 / stops : 0.0, server_pid);
-    assert_true(rolled_back >= 1);
+    if (rounds >= 3)
+        assert_true(rolled_back >= 1);
     struct conservation_device dev = {"gw-4", d.dir, &confirmed, 0, 1};
     struct conservation_report rep =
         conservation_check(fh_srv, &dev, 1, "fault_4 PostgreSQL stopped mid-batch");

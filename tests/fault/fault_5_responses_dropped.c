@@ -3,16 +3,20 @@
  * random, after the request was sent, in four ways that take turns:
  *   cut_answer   the server answered (it committed); the answer is dropped, connection reset;
  *   short_body   the server answered; half of the answer is passed on, then the connection ends;
- *   cut_midway   the proxy gives up 1..250 ms after forwarding, resetting both sides, so the
+ *   cut_midway   the proxy gives up 1..40 ms after forwarding, resetting both sides, so the
  *                server may or may not have finished;
  *   drop_request the request is read and the connection reset without forwarding it.
  * Some ops are takes from an empty shelf, which the server rejects, so a lost answer also
  * carries rejections that the re-sent batch must bring back ("duplicate" of a rejected op).
- * Checks per round: the sync reports the server unreachable (exit 4) and keeps the ops in
- * flight; the next sync gets "duplicate" for exactly the in-flight ops the server had (all of
- * them after cut_answer and short_body, none after drop_request, and after cut_midway between
- * what the server had when the sync ended and all of them). Ends with the conservation
- * check. */
+ * Checks per round: the cut push was the one the rule aimed at, and the server's answer to it
+ * (when there was one) was a 200 that decided every op. Usually the sync then reports the
+ * server unreachable (exit 4) and keeps that batch in flight. When the cut request had gone
+ * out on a reused keep-alive connection and no byte of the answer came back, libcurl re-sends
+ * it at once on a new connection, and the same sync gets the server's "duplicate" answers
+ * (exit 0 or 3). Either way, the syncs after the cut get "duplicate" for exactly the ops of
+ * the cut batch the server had decided: all of them after cut_answer and short_body, none
+ * after drop_request, and after cut_midway at least what the server had when the sync ended.
+ * Ends with the conservation check. */
 #include "chaosproxy.h"
 #include "harness.h"
 #include "testutil.h"

@@ -142,8 +142,9 @@ struct fh_results fh_parse_results(const char *answer);
 struct fh_pgwatch;
 struct fh_pgwatch *fh_pgwatch_open(void);
 void fh_pgwatch_close(struct fh_pgwatch *w);
-/* 1 when one of the server's backends is inside a transaction that has written; 0 when none;
- * -1 when PostgreSQL did not answer. */
+/* 1 when one of the server's backends is inside a transaction that has written (holds an xid),
+ * other than the short last_seen refresh of device authentication; 0 when none; -1 when
+ * PostgreSQL did not answer. */
 int fh_pgwatch_batch_open(struct fh_pgwatch *w);
 /* Waits until one of the server's backends is inside a transaction that has written (the
  * batch's transaction is open and not committed: it holds an xid), polling every ms.

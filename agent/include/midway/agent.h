@@ -60,7 +60,10 @@ struct mw_agent_options {
     enum mw_agent_durability durability; /* MW_AGENT_DURABILITY_FULL by default */
     int32_t busy_timeout_ms;             /* wait for another writer's lock; 0 = 5000, max 600000 */
     int64_t max_file_bytes;     /* ceiling on the data file, reached as MW_EFULL with nothing
-                                   lost; 0 = none. The write-ahead log comes on top (~4 MB). */
+                                   lost; 0 = none. Recording stops an eighth short of it (at
+                                   least 8 pages), which stays free so a sync can always
+                                   record the server's answers and make room. The
+                                   write-ahead log comes on top (~4 MB). */
     int64_t max_outbox_ops;     /* ops waiting to be sent before recording refuses with
                                    MW_EFULL; 0 = MW_AGENT_OUTBOX_DEFAULT */
     int32_t batch_max_ops;      /* ops per push; 0 = 500, max 5000 */
