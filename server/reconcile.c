@@ -6,8 +6,8 @@
 #include "mem.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -193,7 +193,16 @@ struct move {
 };
 
 /* What a statement of a round trip is, so its answer goes to the right reader. */
-enum step { ST_BEGIN, ST_DEVICE, ST_RECEIVED, ST_USERS, ST_LOCATIONS, ST_ITEMS, ST_COUNTS, ST_WRITE };
+enum step {
+    ST_BEGIN,
+    ST_DEVICE,
+    ST_RECEIVED,
+    ST_USERS,
+    ST_LOCATIONS,
+    ST_ITEMS,
+    ST_COUNTS,
+    ST_WRITE
+};
 
 struct batch {
     PGconn *conn;
@@ -230,8 +239,8 @@ struct batch {
 
     /* Rows decided before the item locks (ops that touch no item, and every rejection that
      * needs no item state) and after them. */
-    bool early;     /* record_op and event_row write the early tables */
-    bool *late;     /* per op: decided after the item locks */
+    bool early; /* record_op and event_row write the early tables */
+    bool *late; /* per op: decided after the item locks */
     struct table ro_early, ev_early;
     struct table ro, lg, ni, ui, ia, al, ev;
     struct mw_reconcile_arr q1, q2, q3; /* read parameters */
@@ -540,8 +549,7 @@ static enum mw_err plan(struct batch *b, struct mw_error *err)
         uids = mw_calloc(n, sizeof *uids);
         lids = mw_calloc(n, sizeof *lids);
         if (!b->op_item || !b->op_user || !b->op_loc || !b->msg_off || !b->dup || !b->late ||
-            !b->count_sum ||
-            !b->count_later || !b->moves || !skus || !uids || !lids)
+            !b->count_sum || !b->count_later || !b->moves || !skus || !uids || !lids)
             goto fail;
     }
     b->one_user = true;
@@ -681,11 +689,10 @@ static const char SQL_ITEMS[] = "SELECT resource_id::text, item_sku, quantity, l
                                 " ORDER BY resource_id FOR NO KEY UPDATE";
 
 /* Runs after SQL_ITEMS locked the items: every movement of them committed before is visible
- * to this statement's snapshot, and no other batch can add one until we commit. */
-/* Per count op, an index range scan of (resource_id, event_at): the aggregate in a LATERAL
- * subquery cannot become a join, so the ledger is never scanned whole (a hash join over the
- * whole ledger was the plan the planner chose for the flat join, and it grows with the
- * ledger). */
+ * to this statement's snapshot, and no other batch can add one until we commit. Per count
+ * op, an index range scan of (resource_id, event_at): the aggregate in a LATERAL subquery
+ * cannot become a join, so the ledger is never scanned whole (a hash join over the whole
+ * ledger was the plan the planner chose for the flat join, and it grows with the ledger). */
 static const char SQL_COUNTS[] =
     "SELECT c.i, s.later_sum, s.later_count"
     "  FROM unnest($1::int[], $2::text[], $3::int8[]) AS c(i, sku, at_ms)"

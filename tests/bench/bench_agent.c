@@ -123,10 +123,15 @@ static char *new_agent(int device)
     char *dir = tu_path(scratch, name);
     char *tf = tu_path(scratch, tf_name);
     tu_write_file(tf, world.tokens[device], strlen(world.tokens[device]));
-    const char *init[] = {"init",         "--server", srvtest_url(world.srv),
-                          "--device-id",  world.device_ids[device],
-                          "--token-file", tf,
-                          "--ca",         srvtest_ca(world.srv),
+    const char *init[] = {"init",
+                          "--server",
+                          srvtest_url(world.srv),
+                          "--device-id",
+                          world.device_ids[device],
+                          "--token-file",
+                          tf,
+                          "--ca",
+                          srvtest_ca(world.srv),
                           NULL};
     struct run r = agent(dir, init);
     if (r.status != 0)
@@ -156,8 +161,8 @@ static void raw_open(struct raw *r, const char *path)
         bench_die("open %s: %s", path, err.msg);
     mw_agent_close(a);
     if (sqlite3_open(path, &r->db) != SQLITE_OK ||
-        sqlite3_exec(r->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL", NULL, NULL,
-                     NULL) != SQLITE_OK ||
+        sqlite3_exec(r->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL", NULL, NULL, NULL) !=
+            SQLITE_OK ||
         sqlite3_prepare_v2(r->db,
                            "INSERT INTO outbox (op_id, correlation_id, type, at_ms, user_id, data,"
                            " sku, qty_delta, recorded_at_ms) VALUES (?1, ?2, 'inventory.adjust',"

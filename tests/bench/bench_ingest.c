@@ -108,8 +108,9 @@ static double run_ingest(int devices, long total_ops)
         }
     }
     mw_buf_free(&json);
-    fprintf(stderr, "ingest: %d devices x %d batches of %d ops generated in %.1f s "
-                    "(%.0f bytes of JSON per op, %.0f gzip)\n",
+    fprintf(stderr,
+            "ingest: %d devices x %d batches of %d ops generated in %.1f s "
+            "(%.0f bytes of JSON per op, %.0f gzip)\n",
             devices, per_device, BENCH_BATCH_OPS, bench_now() - g0,
             (double)json_bytes / ((double)devices * per_device * BENCH_BATCH_OPS),
             (double)gz_bytes / ((double)devices * per_device * BENCH_BATCH_OPS));
@@ -185,7 +186,7 @@ static const char *const COPY_SQL[T_N] = {
 };
 
 /* Batches in commit order: the chunk number of every row the ingest wrote. */
-#define BATCHES_CTE                                                                         \
+#define BATCHES_CTE                                                                           \
     "WITH b AS (SELECT batch_id, row_number() OVER (ORDER BY min(received_at), batch_id) - 1" \
     " AS k FROM received_op GROUP BY batch_id)"
 
@@ -525,8 +526,8 @@ static void naive_op(PGconn *c, const char *device, const char *batch, const str
             break;
         case MW_OP_INTERACTION_RECORD: {
             const struct mw_op_interaction *x = &op->u.interaction;
-            const char *p[] = {uid, x->action, at, x->target_entity_id, x->target_entity_type,
-                               x->metadata, cid};
+            const char *p[] = {
+                uid, x->action, at, x->target_entity_id, x->target_entity_type, x->metadata, cid};
             PQclear(q(c, S_INTERACTION, 7, p, false));
             break;
         }
@@ -539,8 +540,7 @@ static void naive_op(PGconn *c, const char *device, const char *batch, const str
         case MW_OP_ALLOCATION_RECORD: {
             const struct mw_op_allocation *x = &op->u.allocation;
             snprintf(a, sizeof a, "%d", (int)x->predicted_need);
-            const char *p[] = {rid, a, x->manual_override ? "t" : "f", x->override_reason, at,
-                               uid};
+            const char *p[] = {rid, a, x->manual_override ? "t" : "f", x->override_reason, at, uid};
             PQclear(q(c, S_ALLOCATION, 6, p, false));
             break;
         }
@@ -631,8 +631,9 @@ static double run_naive(double seconds)
     }
     double secs = bench_now() - t0;
     double rate = (double)done / secs;
-    fprintf(stderr, "naive: %ld ops, one transaction each, over %d connections in %.1f s = "
-                    "%.0f ops/s\n",
+    fprintf(stderr,
+            "naive: %ld ops, one transaction each, over %d connections in %.1f s = "
+            "%.0f ops/s\n",
             done, WORKERS, secs, rate);
     bench_result("naive_ops", (double)done);
     bench_result("naive_ops_per_s", rate);

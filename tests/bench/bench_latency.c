@@ -144,8 +144,9 @@ int main(void)
         bench_die("calloc");
     double secs = run(devices, sat_batches, 0, 11, all);
     double sat = (double)n * BENCH_BATCH_OPS / secs;
-    fprintf(stderr, "latency: saturated %zu batches in %.2f s = %.0f ops/s; p50 %.1f ms, p99 %.1f ms\n",
-            n, secs, sat, bench_percentile(all, n, 0.5), bench_percentile(all, n, 0.99));
+    fprintf(stderr,
+            "latency: saturated %zu batches in %.2f s = %.0f ops/s; p50 %.1f ms, p99 %.1f ms\n", n,
+            secs, sat, bench_percentile(all, n, 0.5), bench_percentile(all, n, 0.99));
     free(all);
 
     /* Half the saturating rate, shared by the devices. */
@@ -158,10 +159,11 @@ int main(void)
         bench_die("calloc");
     secs = run(devices, per_device, interval, 12, all);
     double p50 = bench_percentile(all, n, 0.5), p99 = bench_percentile(all, n, 0.99);
-    fprintf(stderr,
-            "latency: %zu batches offered at %.0f ops/s (one per device every %.0f ms) over %.1f s: "
-            "p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
-            n, rate, interval * 1000, secs, p50, p99, all[n - 1]);
+    fprintf(
+        stderr,
+        "latency: %zu batches offered at %.0f ops/s (one per device every %.0f ms) over %.1f s: "
+        "p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+        n, rate, interval * 1000, secs, p50, p99, all[n - 1]);
     bench_result("latency_saturated_ops_per_s", sat);
     bench_result("latency_offered_ops_per_s", rate);
     bench_result("latency_batches", (double)n);

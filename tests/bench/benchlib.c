@@ -225,8 +225,7 @@ long bench_copy_rows(PGconn *src, const char *select, PGconn *dst, const char *d
     return rows;
 }
 
-PGconn *bench_fresh_db(const struct bench_world *w, const char *dbname,
-                       const char *inventory_where)
+PGconn *bench_fresh_db(const struct bench_world *w, const char *dbname, const char *inventory_where)
 {
     char sql[256];
     PGconn *su = bench_superuser(w, "postgres");
@@ -259,8 +258,7 @@ PGconn *bench_fresh_db(const struct bench_world *w, const char *dbname,
                     " last_name, is_active, created_at, updated_at) FROM STDIN");
     bench_copy_rows(src, "SELECT user_id, role_id FROM userroles", su,
                     "COPY userroles (user_id, role_id) FROM STDIN");
-    bench_copy_rows(src, "SELECT location_id, location_name, address, is_active FROM locations",
-                    su,
+    bench_copy_rows(src, "SELECT location_id, location_name, address, is_active FROM locations", su,
                     "COPY locations (location_id, location_name, address, is_active) FROM STDIN");
     bench_copy_rows(src,
                     "SELECT device_id, name, kind, token_hash, created_at, revoked_at,"
@@ -293,8 +291,7 @@ int bench_world_add_device(struct bench_world *w, const char *name)
     return i;
 }
 
-void bench_world_start(struct bench_world *w, const char *const *flags, int n_users,
-                       int n_devices)
+void bench_world_start(struct bench_world *w, const char *const *flags, int n_users, int n_devices)
 {
     memset(w, 0, sizeof *w);
     if (n_users < 1 || n_users > BENCH_USERS_MAX || n_devices > BENCH_DEVICES_MAX)
@@ -438,8 +435,8 @@ void bench_gen_next(struct bench_gen *g, struct mw_op *op)
          * items still run dry now and then (insufficient_stock). */
         int d = range(&g->rng, 0, 99) < 60 ? -range(&g->rng, 1, 5) : range(&g->rng, 1, 8);
         op->type = MW_OP_INVENTORY_ADJUST;
-        snprintf(g->data, sizeof g->data, "{\"sku\":\"%s\",\"delta\":%d,\"reason\":\"%s\"}",
-                 g->sku, d, d < 0 ? "picked" : "restocked");
+        snprintf(g->data, sizeof g->data, "{\"sku\":\"%s\",\"delta\":%d,\"reason\":\"%s\"}", g->sku,
+                 d, d < 0 ? "picked" : "restocked");
         g->qty_delta = d;
     } else if (pick < 53) {
         op->type = MW_OP_INVENTORY_COUNT;
@@ -494,8 +491,8 @@ void bench_gen_batch(struct bench_gen *g, size_t n, struct mw_buf *json, struct 
     struct mw_error err = {0};
     mw_buf_reset(body);
     if (mw_uuid_v7(&batch_id, &err) != MW_OK ||
-        mw_proto_push_begin(&enc, body, MW_PUSH_BODY_MAX, g->w->device_ids[g->device],
-                            &batch_id, &err) != MW_OK)
+        mw_proto_push_begin(&enc, body, MW_PUSH_BODY_MAX, g->w->device_ids[g->device], &batch_id,
+                            &err) != MW_OK)
         bench_die("push begin: %s", err.msg);
     for (size_t i = 0; i < n; i++) {
         struct mw_op op;
@@ -607,9 +604,11 @@ int bench_http_push(struct bench_http *h, const void *gz, size_t len, size_t *ap
     /* Each result has one "status"; a duplicate's first outcome is nested under "first". */
     size_t dup = count_of(a, "\"status\":\"duplicate\"");
     if (applied_out)
-        *applied_out = count_of(a, "\"status\":\"applied\"") - (dup ? count_of(a, "\"first\":{\"status\":\"applied\"") : 0);
+        *applied_out = count_of(a, "\"status\":\"applied\"") -
+                       (dup ? count_of(a, "\"first\":{\"status\":\"applied\"") : 0);
     if (rejected_out)
-        *rejected_out = count_of(a, "\"status\":\"rejected\"") - (dup ? count_of(a, "\"first\":{\"status\":\"rejected\"") : 0);
+        *rejected_out = count_of(a, "\"status\":\"rejected\"") -
+                        (dup ? count_of(a, "\"first\":{\"status\":\"rejected\"") : 0);
     if (duplicate_out)
         *duplicate_out = dup;
     return (int)status;

@@ -61,8 +61,7 @@ struct bench_world {
  * locations, BENCH_ITEMS items (quantity 1000 each, SKU "SKU-00000".."SKU-04999") and
  * n_devices devices ("bench-dev-<i>"). The reference data goes in as SQL, not through admin
  * commands, so setting up costs seconds. */
-void bench_world_start(struct bench_world *w, const char *const *flags, int n_users,
-                       int n_devices);
+void bench_world_start(struct bench_world *w, const char *const *flags, int n_users, int n_devices);
 /* Adds one more device; returns its index. */
 int bench_world_add_device(struct bench_world *w, const char *name);
 void bench_world_stop(struct bench_world *w);

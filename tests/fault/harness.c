@@ -119,9 +119,22 @@ static void admin_ok(const char *const *args, const char *stdin_text, char **out
         free(o);
 }
 
+static pid_t owner_pid;
+
+/* A scenario that ends through exit() (an environment failure) still stops its server and
+ * the server's PostgreSQL, which would otherwise outlive the test. Forked children leave
+ * through _exit() or exec and never get here; the pid check is for any that do not. */
+static void stop_at_exit(void)
+{
+    if (fh_srv && getpid() == owner_pid)
+        fh_teardown();
+}
+
 void fh_setup(const char *tag, const char *const *server_flags)
 {
     fh_agent_bin();
+    owner_pid = getpid();
+    atexit(stop_at_exit);
     fh_scratch = tu_mkdtemp(tag);
     int64_t t0 = fh_now_ms();
     fh_srv = srvtest_start_with(server_flags);
