@@ -107,8 +107,15 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&p->mu);
 
         job->next = NULL;
-        job->run(job, worker_conn(w));
-        /* A job that saw the connection die leaves it for worker_conn to replace. */
+        job->retry = false;
+        PGconn *conn = worker_conn(w);
+        job->run(job, conn);
+        if (job->retry && conn && PQstatus(conn) == CONNECTION_BAD) {
+            /* The connection died while idle; a fresh one gets the job once more. */
+            job->retry = false;
+            job->run(job, worker_conn(w));
+        }
+        job->retry = false;
 
         pthread_mutex_lock(&p->mu);
         p->busy--;

@@ -12,6 +12,7 @@
 #include "midway/err.h"
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 struct mw_pool;
@@ -24,6 +25,10 @@ struct mw_job {
     /* Runs on the thread that calls mw_pool_drain(), after run() returned. */
     void (*done)(struct mw_job *job);
     struct mw_job *next; /* the pool's link while the job is queued or finished */
+    /* run() sets this when the connection it was given turned out dead (PostgreSQL
+     * restarted since its last use) before anything was committed: the worker reconnects
+     * and runs the job once more, so the first request after a restart is not a 503. */
+    bool retry;
 };
 
 struct mw_pool_config {

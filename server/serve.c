@@ -81,6 +81,7 @@ struct job {
     int64_t t0_us;
     bool keep_alive;
     bool head;
+    bool ran; /* run once already (the pool may run it again on a fresh connection) */
 };
 
 struct server {
@@ -213,7 +214,19 @@ static void job_finish(struct job *j)
 static void job_run(struct mw_job *job, PGconn *pg)
 {
     struct job *j = (struct job *)job;
+    if (j->ran) { /* the pool's second try on a fresh connection: start the answer over */
+        mw_route_ctx_cleanup(&j->ctx);
+        j->ctx.status = 0;
+        j->ctx.content_type = NULL;
+        j->ctx.extra_headers[0] = '\0';
+        j->ctx.device_id[0] = '\0';
+        j->ctx.log_note[0] = '\0';
+    }
     mw_routes_handle(&j->ctx, pg);
+    /* A transaction on a dead connection committed nothing: safe to run again. */
+    if (!j->ran && pg && PQstatus(pg) == CONNECTION_BAD)
+        job->retry = true;
+    j->ran = true;
 }
 
 /* Back on the I/O thread from a worker: answer, and drive the connection on. */
