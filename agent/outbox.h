@@ -16,6 +16,14 @@
  * Errors: MW_EIO, MW_EFULL, MW_EBUSY. */
 MW_NODISCARD enum mw_err mw_outbox_ack(struct mw_store *s, int64_t seq, struct mw_error *err);
 
+/* mw_outbox_ack for every outbox row with first_seq <= seq <= last_seq, in three statements
+ * whatever their number: the sum of their deltas per item, each item's last relocate, one
+ * delete. The same end state as acknowledging them one by one in seq order, because
+ * acknowledgements only add to quantities and the last relocate wins. Inside the caller's
+ * transaction. Errors: MW_EIO, MW_EFULL, MW_EBUSY. */
+MW_NODISCARD enum mw_err mw_outbox_ack_range(struct mw_store *s, int64_t first_seq,
+                                             int64_t last_seq, struct mw_error *err);
+
 /* Rule 3: moves the outbox row seq to the rejected list with code (1..64 bytes) and message
  * (may be NULL; cut to 4096 bytes), both borrowed. An item that only this op's receive had
  * created locally goes too. Inside the caller's transaction.

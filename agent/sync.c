@@ -99,6 +99,24 @@ static enum mw_agent_sync_outcome storage_or_failed(enum mw_err e)
     }
 }
 
+/* Runs a statement with three integer parameters and no result rows. */
+static enum mw_err exec3(struct mw_store *s, const char *sql, int64_t p1, int64_t p2, int64_t p3,
+                         struct mw_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    enum mw_err rc = mw_store_stmt(s, sql, &st, err);
+    if (rc != MW_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, p1);
+    sqlite3_bind_int64(st, 2, p2);
+    sqlite3_bind_int64(st, 3, p3);
+    int src = sqlite3_step(st);
+    if (src != SQLITE_DONE)
+        rc = mw_store_fail(s, src, err, "%.60s", sql);
+    sqlite3_reset(st);
+    return rc;
+}
+
 /* Runs a statement with up to two integer parameters and no result rows. */
 static enum mw_err exec2(struct mw_store *s, const char *sql, int64_t p1, int64_t p2,
                          struct mw_error *err)
@@ -351,11 +369,13 @@ static enum mw_err mark_batch(struct sync *y, struct mw_error *err)
         MW_LOG(MW_LOG_WARN, y->res->correlation_id, "op seq %lld cannot be sent: %s",
                (long long)y->bad[i].seq, y->bad[i].msg);
     }
-    for (size_t i = 0; i < y->n && rc == MW_OK; i++)
-        rc = exec2(y->s,
+    /* The batch is every outbox row from its first seq to its last: build_batch read them in
+     * seq order, and the unsendable ones among them have just left the outbox. */
+    if (y->n > 0 && rc == MW_OK)
+        rc = exec3(y->s,
                    "UPDATE outbox SET in_flight = 1, attempts = attempts + 1,"
-                   " last_attempt_ms = ?2 WHERE seq = ?1",
-                   y->seqs[i], now, err);
+                   " last_attempt_ms = ?3 WHERE seq BETWEEN ?1 AND ?2",
+                   y->seqs[0], y->seqs[y->n - 1], now, err);
     if (rc == MW_OK)
         rc = mw_store_commit(y->s, err);
     else
@@ -390,10 +410,19 @@ static enum mw_err commit_results(struct sync *y, const struct mw_results *r, st
     enum mw_err rc = mw_store_begin(y->s, err);
     if (rc != MW_OK)
         return rc;
+    /* Acknowledged ops are folded in runs (mw_outbox_ack_range), a rejection between two runs
+     * in its place: the same order as one op at a time. */
+    size_t run = SIZE_MAX;
     for (size_t i = 0; i < r->n && rc == MW_OK; i++) {
         const struct mw_op_result *it = &r->items[i];
         int rejected_now = it->status == MW_RESULT_REJECTED ||
                            (it->status == MW_RESULT_DUPLICATE && it->first == MW_RESULT_REJECTED);
+        if (rejected_now && run != SIZE_MAX) {
+            rc = mw_outbox_ack_range(y->s, y->seqs[run], y->seqs[i - 1], err);
+            run = SIZE_MAX;
+            if (rc != MW_OK)
+                break;
+        }
         if (rejected_now) {
             const char *code = it->code_name && it->code_name[0] ? it->code_name : "rejected";
             rc = mw_outbox_reject(y->s, y->seqs[i], code, it->message, now, err);
@@ -406,14 +435,16 @@ static enum mw_err commit_results(struct sync *y, const struct mw_results *r, st
                            "op %s rejected: %s %s", id, code,
                            mw_log_quote(it->message ? it->message : "", q, sizeof(q)));
             }
-        } else {
-            rc = mw_outbox_ack(y->s, y->seqs[i], err);
+        } else if (run == SIZE_MAX) {
+            run = i;
         }
         if (it->status == MW_RESULT_DUPLICATE)
             dup++;
         else if (it->status == MW_RESULT_APPLIED)
             applied++;
     }
+    if (rc == MW_OK && run != SIZE_MAX)
+        rc = mw_outbox_ack_range(y->s, y->seqs[run], y->seqs[r->n - 1], err);
     if (rc == MW_OK && y->n > 0) {
         char last[MW_UUID_STR_SIZE];
         mw_uuid_format(&y->ids[y->n - 1], last);

@@ -23,6 +23,18 @@
  * cap keeps one page's read bounded (5,000 changes x 20 = 100,000 short rows, some 5 MB). */
 #define FEED_ROWS_PER_CHANGE 20
 
+/* When is a device too far behind to replay the feed? Every batch that touches an item writes
+ * a feed row for it, so a device that comes back after a backlog (its own drain of a million
+ * ops, or days offline) has far more feed rows ahead of it than there are entities: after a
+ * million-op drain, some 600,000 feed rows over 15,000 items. Pages of distinct entities then
+ * advance about one batch's worth of rows each and send the busy items again on every page:
+ * two thousand pages, minutes, where a snapshot is sixty pages (docs/performance.md). Past
+ * both bounds the cursor is answered like one older than the retained history (410), and the
+ * device takes a snapshot, which also drops whatever was deleted meanwhile. The floor keeps
+ * small catalogues and ordinary gaps on the feed. */
+#define REPLAY_ROWS_MIN        50000
+#define REPLAY_ROWS_PER_ENTITY 2
+
 /* Key-ordered parts of a snapshot, in the order they are sent. */
 enum part { PART_ROLES, PART_LOCATIONS, PART_USERS, PART_ITEMS, PART_DONE };
 static const char part_letter[] = "rlui";
@@ -785,6 +797,53 @@ out:
     return rc;
 }
 
+/* Whether the feed ahead of (txid, seq) is longer than replaying is worth (REPLAY_ROWS_MIN,
+ * REPLAY_ROWS_PER_ENTITY). The count stops at the bound, so a cursor close to the end costs a
+ * short index scan. */
+static enum mw_err too_far_behind(struct page *pg, uint64_t txid, int64_t seq, bool *out,
+                                  struct mw_error *err)
+{
+    char a[24], b[24], x[24], lim[24];
+    snprintf(a, sizeof a, "%" PRIu64, txid);
+    snprintf(b, sizeof b, "%" PRId64, seq);
+    snprintf(x, sizeof x, "%" PRIu64, pg->xmin);
+    snprintf(lim, sizeof lim, "%d", REPLAY_ROWS_MIN + 1);
+    const char *params[] = {a, b, x, lim};
+    *out = false;
+    PGresult *res = query(pg,
+                          "SELECT count(*) FROM (SELECT 1 FROM change_feed"
+                          " WHERE (txid, seq) > ($1::xid8, $2::int8) AND txid < $3::xid8"
+                          " LIMIT $4::int) AS ahead",
+                          4, params, "pull: measure the feed ahead", err);
+    if (!res)
+        return MW_EDB;
+    int64_t ahead = 0;
+    bool ok = get_i64(res, 0, 0, &ahead);
+    PQclear(res);
+    if (!ok)
+        return mw_fail(err, MW_EDB, "pull: feed count is not a number");
+    if (ahead <= REPLAY_ROWS_MIN)
+        return MW_OK;
+    /* Every row ahead would have to be read; a snapshot reads each entity once. This count,
+     * too, stops at its bound. */
+    snprintf(lim, sizeof lim, "%d", REPLAY_ROWS_PER_ENTITY);
+    const char *p2[] = {a, b, x, lim};
+    res = query(pg,
+                "WITH b AS (SELECT $4::int8 * ((SELECT count(*) FROM inventory)"
+                "                              + (SELECT count(*) FROM users)"
+                "                              + (SELECT count(*) FROM locations)"
+                "                              + (SELECT count(*) FROM roles)) AS bound)"
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM change_feed"
+                "         WHERE (txid, seq) > ($1::xid8, $2::int8) AND txid < $3::xid8"
+                "         LIMIT (SELECT bound + 1 FROM b)) AS ahead) > (SELECT bound FROM b)",
+                4, p2, "pull: compare the feed ahead with a snapshot", err);
+    if (!res)
+        return MW_EDB;
+    *out = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    return MW_OK;
+}
+
 /* ---- the page ---------------------------------------------------------------------------- */
 
 enum mw_err mw_pull_page(PGconn *conn, const char *cursor, int limit, struct mw_buf *out,
@@ -849,6 +908,19 @@ enum mw_err mw_pull_page(PGconn *conn, const char *cursor, int limit, struct mw_
         rc = mw_fail(err, MW_ENOTFOUND,
                      "pull: cursor older than the retained change history; start over");
         goto fail;
+    }
+
+    if (c.kind == 'f') {
+        bool behind = false;
+        rc = too_far_behind(&pg, ct, cs, &behind, err);
+        if (rc != MW_OK)
+            goto fail;
+        if (behind) {
+            rc = mw_fail(err, MW_ENOTFOUND,
+                         "pull: cursor too far behind the change feed; a snapshot is cheaper: "
+                         "start over");
+            goto fail;
+        }
     }
 
     rc = mw_proto_pull_begin(&pg.enc, out, MW_PULL_BODY_MAX, err);

@@ -49,8 +49,9 @@
  * limit (a renamed item: the delete of its old SKU and its upsert) holds them all. has_more is
  * true when more changes are ready now. conn is a runtime-role connection outside a transaction.
  * Errors: MW_EMALFORMED (a cursor this server did not issue; HTTP 400), MW_ENOTFOUND (the
- * cursor is older than the feed's retained history, change_feed_horizon: HTTP 410
- * cursor_expired, and the device starts over without a cursor), MW_EDB, MW_ENOMEM,
+ * cursor is older than the feed's retained history, change_feed_horizon, or so far behind
+ * the feed that a snapshot is the cheaper way to catch up: HTTP 410 cursor_expired, and the
+ * device starts over without a cursor), MW_EDB, MW_ENOMEM,
  * MW_EINVAL (limit out of range, conn NULL). out is unchanged on failure. */
 MW_NODISCARD enum mw_err mw_pull_page(PGconn *conn, const char *cursor, int limit,
                                       struct mw_buf *out, struct mw_error *err);
