@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,6 +292,17 @@ int bench_world_add_device(struct bench_world *w, const char *name)
     return i;
 }
 
+/* The world whose server is up, for bench_die: a benchmark that gives up must not leave its
+ * server and PostgreSQL running. */
+static struct bench_world *running;
+
+static void stop_at_exit(void)
+{
+    if (running && running->srv)
+        srvtest_stop(running->srv);
+    running = NULL;
+}
+
 void bench_world_start(struct bench_world *w, const char *const *flags, int n_users, int n_devices)
 {
     memset(w, 0, sizeof *w);
@@ -302,6 +314,10 @@ void bench_world_start(struct bench_world *w, const char *const *flags, int n_us
         curl_ready = 1;
     }
     w->srv = srvtest_start_with(flags);
+    static bool registered;
+    if (!registered && atexit(stop_at_exit) == 0)
+        registered = true;
+    running = w;
     PGconn *c = bench_superuser(w, "midway");
     char sql[1024];
     /* Managers may do every op type; the password hash is never read by the sync path. */
@@ -354,6 +370,8 @@ void bench_world_start(struct bench_world *w, const char *const *flags, int n_us
 
 void bench_world_stop(struct bench_world *w)
 {
+    if (running == w)
+        running = NULL;
     if (srvtest_stop(w->srv) != 0)
         fprintf(stderr, "bench: the server did not stop cleanly\n");
     w->srv = NULL;
