@@ -6,6 +6,8 @@
  * - a whole-request refusal that guarantees nothing was applied (400/401/403/413/429/503)
  *   clears the mark; any other failure leaves it, and the next sync re-sends the same ops
  *   (the server answers "duplicate" for what it had applied);
+ * - the answer to one batch and the in-flight mark of the next are committed together, one
+ *   fsync per batch;
  * - no pull while an op is in flight;
  * - one batch in memory at a time, read from SQLite with a cursor on seq. */
 #include "agent_internal.h"
@@ -41,6 +43,19 @@ struct unsendable {
     char msg[160];
 };
 
+/* One push batch's bookkeeping: which outbox rows it carries. The body itself is in
+ * struct sync (one at a time); two of these let the next batch be read and marked in flight in
+ * the transaction that commits the answer to the current one. */
+struct batch {
+    int64_t *seqs; /* seq and op_id of each op sent, batch_max_ops entries */
+    struct mw_uuid *ids;
+    struct unsendable *bad;
+    size_t n;
+    size_t n_bad;
+    int64_t after;     /* the batch is read from the first outbox row after this seq */
+    int64_t last_read; /* seq of the last outbox row the batch consumed */
+};
+
 struct sync {
     struct mw_agent *a;
     struct mw_store *s;
@@ -52,12 +67,7 @@ struct sync {
     struct mw_buf body; /* the push body, reused for every batch */
     struct mw_buf gz;   /* its gzip form */
     struct mw_client_resp resp;
-    int64_t *seqs; /* the batch: seq and op_id of each op sent, batch_max_ops entries */
-    struct mw_uuid *ids;
-    struct unsendable *bad;
-    size_t n;
-    size_t n_bad;
-    int64_t last_read; /* seq of the last outbox row the batch consumed */
+    struct batch batches[2];
     char url[MW_AGENT_URL_MAX + 256];
 };
 
@@ -256,28 +266,29 @@ static const char SQL_BATCH[] =
     "SELECT seq, op_id, correlation_id, type, at_ms, user_id, data FROM outbox"
     " WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3";
 
-static void add_bad(struct sync *y, int64_t seq, const char *op_id, const char *msg)
+static void add_bad(struct batch *b, int64_t seq, const char *op_id, const char *msg)
 {
-    struct unsendable *b = &y->bad[y->n_bad++];
-    b->seq = seq;
-    snprintf(b->op_id, sizeof(b->op_id), "%s", op_id ? op_id : "");
-    snprintf(b->msg, sizeof(b->msg), "%.150s", msg);
+    struct unsendable *u = &b->bad[b->n_bad++];
+    u->seq = seq;
+    snprintf(u->op_id, sizeof(u->op_id), "%s", op_id ? op_id : "");
+    snprintf(u->msg, sizeof(u->msg), "%.150s", msg);
 }
 
-/* Reads up to cap ops after `after` (and at most up to max_seq) and encodes those that fit
- * the byte budget. The statement is reset before returning, so no read snapshot stays open
- * while the request is on the wire. */
-static enum mw_err build_batch(struct sync *y, int64_t after, int64_t max_seq, int32_t cap,
-                               struct mw_error *err)
+/* Reads up to cap ops after `after` (and at most up to max_seq) into b and encodes those that
+ * fit the byte budget into y->body. The statement is reset before returning, so no read
+ * snapshot stays open while the request is on the wire. */
+static enum mw_err build_batch(struct sync *y, struct batch *b, int64_t after, int64_t max_seq,
+                               int32_t cap, struct mw_error *err)
 {
     sqlite3_stmt *st = NULL;
     struct mw_push_enc enc;
     struct mw_uuid batch_id;
     enum mw_err rc;
 
-    y->n = 0;
-    y->n_bad = 0;
-    y->last_read = after;
+    b->n = 0;
+    b->n_bad = 0;
+    b->after = after;
+    b->last_read = after;
     mw_buf_reset(&y->body);
     rc = mw_uuid_v7(&batch_id, err);
     if (rc != MW_OK)
@@ -326,7 +337,7 @@ static enum mw_err build_batch(struct sync *y, int64_t after, int64_t max_seq, i
             add = mw_proto_push_add(&enc, &op, &e);
         }
         if (add == MW_EFULL) {
-            if (y->n == 0) {
+            if (b->n == 0) {
                 /* Cannot happen: the budget's minimum holds the largest op. */
                 rc = mw_fail(err, MW_EINVAL, "push: op %s does not fit an empty batch", op_id);
                 break;
@@ -337,64 +348,68 @@ static enum mw_err build_batch(struct sync *y, int64_t after, int64_t max_seq, i
             rc = mw_fail(err, MW_ENOMEM, "push: %s", e.msg);
             break;
         }
-        y->last_read = seq;
+        b->last_read = seq;
         if (add == MW_OK) {
-            y->seqs[y->n] = seq;
-            y->ids[y->n] = op.op_id;
-            y->n++;
+            b->seqs[b->n] = seq;
+            b->ids[b->n] = op.op_id;
+            b->n++;
         } else {
-            add_bad(y, seq, op_id, e.msg);
+            add_bad(b, seq, op_id, e.msg);
         }
     }
     if (rc == MW_OK && src != SQLITE_ROW && src != SQLITE_DONE)
         rc = mw_store_fail(y->s, src, err, "read outbox");
     sqlite3_reset(st);
-    if (rc == MW_OK && y->n > 0)
+    if (rc == MW_OK && b->n > 0)
         rc = mw_proto_push_end(&enc, err);
     return rc;
 }
 
-/* Commits, before the request goes out: the unsendable ops moved to rejected, and the batch
- * marked in flight (with its attempt counted). */
-static enum mw_err mark_batch(struct sync *y, struct mw_error *err)
+/* Inside the caller's transaction: b's unsendable ops moved to rejected, and b marked in
+ * flight (with its attempt counted). */
+static enum mw_err mark_batch(struct sync *y, const struct batch *b, int64_t now,
+                              struct mw_error *err)
 {
-    int64_t now = mw_timestamp_now_ms();
-    enum mw_err rc = mw_store_begin(y->s, err);
-    if (rc != MW_OK)
-        return rc;
-    for (size_t i = 0; i < y->n_bad && rc == MW_OK; i++) {
-        rc = mw_outbox_reject(y->s, y->bad[i].seq, "unsendable", y->bad[i].msg, now, err);
-        if (rc == MW_OK && y->bad[i].op_id[0])
-            rc = mw_outbox_note_last(y->s, y->bad[i].op_id, err);
-        MW_LOG(MW_LOG_WARN, y->res->correlation_id, "op seq %lld cannot be sent: %s",
-               (long long)y->bad[i].seq, y->bad[i].msg);
+    enum mw_err rc = MW_OK;
+    for (size_t i = 0; i < b->n_bad && rc == MW_OK; i++) {
+        const char *id = b->bad[i].op_id;
+        struct mw_uuid parsed;
+        rc = mw_outbox_reject(y->s, b->bad[i].seq, "unsendable", b->bad[i].msg, now, err);
+        /* A damaged op_id must not become the floor new op_ids are generated above: recording
+         * would refuse every op after it. */
+        if (rc == MW_OK && mw_uuid_parse(id, strlen(id), &parsed) == MW_OK)
+            rc = mw_outbox_note_last(y->s, id, err);
     }
     /* The batch is every outbox row from its first seq to its last: build_batch read them in
      * seq order, and the unsendable ones among them have just left the outbox. */
-    if (y->n > 0 && rc == MW_OK)
+    if (b->n > 0 && rc == MW_OK)
         rc = exec3(y->s,
                    "UPDATE outbox SET in_flight = 1, attempts = attempts + 1,"
                    " last_attempt_ms = ?3 WHERE seq BETWEEN ?1 AND ?2",
-                   y->seqs[0], y->seqs[y->n - 1], now, err);
-    if (rc == MW_OK)
-        rc = mw_store_commit(y->s, err);
-    else
-        mw_store_rollback(y->s);
-    y->res->rejected += (int64_t)y->n_bad;
+                   b->seqs[0], b->seqs[b->n - 1], now, err);
     return rc;
 }
 
-/* The server guaranteed nothing of the batch was applied: the ops are plain pending again. */
-static enum mw_err unmark_batch(struct sync *y, struct mw_error *err)
+/* After mark_batch's transaction committed. */
+static void count_marked(struct sync *y, const struct batch *b)
 {
-    if (y->n == 0)
+    for (size_t i = 0; i < b->n_bad; i++)
+        MW_LOG(MW_LOG_WARN, y->res->correlation_id, "op seq %lld cannot be sent: %s",
+               (long long)b->bad[i].seq, b->bad[i].msg);
+    y->res->rejected += (int64_t)b->n_bad;
+}
+
+/* The server guaranteed nothing of the batch was applied: the ops are plain pending again. */
+static enum mw_err unmark_batch(struct sync *y, const struct batch *b, struct mw_error *err)
+{
+    if (b->n == 0)
         return MW_OK;
     enum mw_err rc = mw_store_begin(y->s, err);
     if (rc == MW_OK)
         rc = exec2(y->s,
                    "UPDATE outbox SET in_flight = 0 WHERE seq BETWEEN ?1 AND ?2"
                    " AND in_flight = 1",
-                   y->seqs[0], y->seqs[y->n - 1], err);
+                   b->seqs[0], b->seqs[b->n - 1], err);
     if (rc == MW_OK)
         rc = mw_store_commit(y->s, err);
     else
@@ -402,14 +417,16 @@ static enum mw_err unmark_batch(struct sync *y, struct mw_error *err)
     return rc;
 }
 
-/* Commits the per-op answers of a 200 in one transaction (rules 2 and 3 of store.h). */
-static enum mw_err commit_results(struct sync *y, const struct mw_results *r, struct mw_error *err)
+struct tally {
+    int64_t applied, duplicate, rejected;
+};
+
+/* Inside the caller's transaction: the per-op answers of a 200 to b (rules 2 and 3 of
+ * store.h). */
+static enum mw_err record_results(struct sync *y, const struct batch *b, const struct mw_results *r,
+                                  int64_t now, struct tally *t, struct mw_error *err)
 {
-    int64_t now = mw_timestamp_now_ms();
-    int64_t applied = 0, dup = 0, rejected = 0;
-    enum mw_err rc = mw_store_begin(y->s, err);
-    if (rc != MW_OK)
-        return rc;
+    enum mw_err rc = MW_OK;
     /* Acknowledged ops are folded in runs (mw_outbox_ack_range), a rejection between two runs
      * in its place: the same order as one op at a time. */
     size_t run = SIZE_MAX;
@@ -418,15 +435,15 @@ static enum mw_err commit_results(struct sync *y, const struct mw_results *r, st
         int rejected_now = it->status == MW_RESULT_REJECTED ||
                            (it->status == MW_RESULT_DUPLICATE && it->first == MW_RESULT_REJECTED);
         if (rejected_now && run != SIZE_MAX) {
-            rc = mw_outbox_ack_range(y->s, y->seqs[run], y->seqs[i - 1], err);
+            rc = mw_outbox_ack_range(y->s, b->seqs[run], b->seqs[i - 1], err);
             run = SIZE_MAX;
             if (rc != MW_OK)
                 break;
         }
         if (rejected_now) {
             const char *code = it->code_name && it->code_name[0] ? it->code_name : "rejected";
-            rc = mw_outbox_reject(y->s, y->seqs[i], code, it->message, now, err);
-            rejected++;
+            rc = mw_outbox_reject(y->s, b->seqs[i], code, it->message, now, err);
+            t->rejected++;
             if (rc == MW_OK && mw_log_threshold >= MW_LOG_WARN) {
                 char id[MW_UUID_STR_SIZE];
                 char q[MW_LOG_QUOTE_MAX + 8];
@@ -439,39 +456,63 @@ static enum mw_err commit_results(struct sync *y, const struct mw_results *r, st
             run = i;
         }
         if (it->status == MW_RESULT_DUPLICATE)
-            dup++;
+            t->duplicate++;
         else if (it->status == MW_RESULT_APPLIED)
-            applied++;
+            t->applied++;
     }
     if (rc == MW_OK && run != SIZE_MAX)
-        rc = mw_outbox_ack_range(y->s, y->seqs[run], y->seqs[r->n - 1], err);
-    if (rc == MW_OK && y->n > 0) {
+        rc = mw_outbox_ack_range(y->s, b->seqs[run], b->seqs[r->n - 1], err);
+    if (rc == MW_OK && b->n > 0) {
         char last[MW_UUID_STR_SIZE];
-        mw_uuid_format(&y->ids[y->n - 1], last);
+        mw_uuid_format(&b->ids[b->n - 1], last);
         rc = mw_outbox_note_last(y->s, last, err);
-    }
-    if (rc == MW_OK)
-        rc = mw_store_commit(y->s, err);
-    else
-        mw_store_rollback(y->s);
-    if (rc == MW_OK) {
-        y->res->pushed += (int64_t)r->n;
-        y->res->applied += applied;
-        y->res->duplicate += dup;
-        y->res->rejected += rejected;
-        y->res->batches++;
     }
     return rc;
 }
 
+/* One transaction, so one fsync per batch: the answers to `done` (may be NULL) and the next
+ * batch `next` marked in flight (may be NULL). After a crash the file holds either both or
+ * neither, and both states are ones the rules of store.h already allow: `done` still in flight
+ * is re-sent and answered "duplicate", `next` in flight before its request left is the same as
+ * a request lost on the wire. */
+static enum mw_err commit_step(struct sync *y, const struct batch *done, const struct mw_results *r,
+                               const struct batch *next, struct mw_error *err)
+{
+    int64_t now = mw_timestamp_now_ms();
+    struct tally t = {0, 0, 0};
+    enum mw_err rc = mw_store_begin(y->s, err);
+    if (rc != MW_OK)
+        return rc;
+    if (done)
+        rc = record_results(y, done, r, now, &t, err);
+    if (rc == MW_OK && next)
+        rc = mark_batch(y, next, now, err);
+    if (rc == MW_OK)
+        rc = mw_store_commit(y->s, err);
+    else
+        mw_store_rollback(y->s);
+    if (rc != MW_OK)
+        return rc;
+    if (done) {
+        y->res->pushed += (int64_t)r->n;
+        y->res->applied += t.applied;
+        y->res->duplicate += t.duplicate;
+        y->res->rejected += t.rejected;
+        y->res->batches++;
+    }
+    if (next)
+        count_marked(y, next);
+    return MW_OK;
+}
+
 /* A single op the server finds too large (413) even alone can never be sent. */
-static enum mw_err reject_too_large(struct sync *y, struct mw_error *err)
+static enum mw_err reject_too_large(struct sync *y, const struct batch *b, struct mw_error *err)
 {
     char id[MW_UUID_STR_SIZE];
-    mw_uuid_format(&y->ids[0], id);
+    mw_uuid_format(&b->ids[0], id);
     enum mw_err rc = mw_store_begin(y->s, err);
     if (rc == MW_OK)
-        rc = mw_outbox_reject(y->s, y->seqs[0], "too_large",
+        rc = mw_outbox_reject(y->s, b->seqs[0], "too_large",
                               "the server refused the op as too large (413)", mw_timestamp_now_ms(),
                               err);
     if (rc == MW_OK)
@@ -485,31 +526,83 @@ static enum mw_err reject_too_large(struct sync *y, struct mw_error *err)
     return rc;
 }
 
+static int batch_empty(const struct batch *b)
+{
+    return b->n == 0 && b->n_bad == 0;
+}
+
+/* Reads the batch after `after` into b and, if it holds anything, marks it in flight. */
+static enum mw_err build_and_mark(struct sync *y, struct batch *b, int64_t after, int64_t max_seq,
+                                  int32_t cap, struct mw_error *err)
+{
+    enum mw_err rc = build_batch(y, b, after, max_seq, cap, err);
+    if (rc == MW_OK && !batch_empty(b))
+        rc = commit_step(y, NULL, NULL, b, err);
+    return rc;
+}
+
+/* The answer to cur was a 200: commits it together with the next batch read and marked, and
+ * makes that batch current. *more is 0 when there is nothing more to send (or stop asked). */
+static enum mw_err answered(struct sync *y, struct batch **cur, int64_t max_seq, int32_t cap,
+                            int *more, struct mw_error *err)
+{
+    struct mw_results *r = NULL;
+    struct batch *done = *cur;
+    struct batch *next = done == &y->batches[0] ? &y->batches[1] : &y->batches[0];
+    enum mw_err rc = mw_proto_results_decode((const char *)y->resp.body.data, y->resp.body.len,
+                                             done->ids, done->n, &r, err);
+    if (rc != MW_OK) {
+        y->res->outcome = rc == MW_ENOMEM ? MW_AGENT_SYNC_STORAGE : MW_AGENT_SYNC_FAILED;
+        return mw_fail(err, rc, "push: the server's answer does not answer the batch");
+    }
+    *more = 0;
+    /* The next batch is only read, not sent: a stop or a read error still commits the answer. */
+    struct mw_error read_err = {0};
+    enum mw_err read_rc = MW_OK;
+    if (!stopped(y)) {
+        read_rc = build_batch(y, next, done->last_read, max_seq, cap, &read_err);
+        *more = read_rc == MW_OK && !batch_empty(next);
+    }
+    rc = commit_step(y, done, r, *more ? next : NULL, err);
+    mw_proto_results_free(r);
+    if (rc == MW_OK && read_rc != MW_OK) {
+        rc = read_rc;
+        *err = read_err;
+    }
+    if (rc != MW_OK) {
+        y->res->outcome = storage_or_failed(rc);
+        return rc;
+    }
+    *cur = next;
+    return MW_OK;
+}
+
 static enum mw_err push_all(struct sync *y, struct mw_error *err)
 {
     int64_t max_seq = 0;
-    int64_t after = 0;
     int32_t cap = y->a->opt.batch_max_ops;
+    struct batch *cur = &y->batches[0];
     enum mw_err rc = query_i64(y->s, "SELECT COALESCE(MAX(seq), 0) FROM outbox", &max_seq, err);
     if (rc != MW_OK) {
         y->res->outcome = storage_or_failed(rc);
         return rc;
     }
     snprintf(y->url, sizeof(y->url), "%s/v1/sync/push", y->set->server_url);
+    if (stopped(y))
+        return MW_OK;
+    rc = build_and_mark(y, cur, 0, max_seq, cap, err);
     for (;;) {
-        if (stopped(y))
-            return MW_OK;
-        rc = build_batch(y, after, max_seq, cap, err);
-        if (rc == MW_OK && (y->n > 0 || y->n_bad > 0))
-            rc = mark_batch(y, err);
         if (rc != MW_OK) {
             y->res->outcome = storage_or_failed(rc);
             return rc;
         }
-        if (y->n == 0 && y->n_bad == 0)
+        if (batch_empty(cur))
             return MW_OK; /* everything recorded before this sync has been answered */
-        if (y->n == 0) {
-            after = y->last_read;
+        if (cur->n == 0) {
+            /* Only unsendable ops, set aside by the mark: read on. */
+            if (stopped(y))
+                return MW_OK;
+            rc = build_and_mark(y, cur, cur->last_read, max_seq, cap, err);
             continue;
         }
         mw_buf_reset(&y->gz);
@@ -527,52 +620,45 @@ static enum mw_err push_all(struct sync *y, struct mw_error *err)
             y->res->outcome = rc == MW_ENET ? MW_AGENT_SYNC_UNREACHABLE : MW_AGENT_SYNC_FAILED;
             if (y->resp.not_sent) {
                 struct mw_error e = {0};
-                if (unmark_batch(y, &e) != MW_OK)
+                if (unmark_batch(y, cur, &e) != MW_OK)
                     MW_LOG(MW_LOG_WARN, y->res->correlation_id, "push: %s", e.msg);
             }
             return rc;
         }
         long status = y->resp.status;
         MW_LOG_DEV(MW_LOG_DEBUG, y->res->correlation_id, y->set->device_id,
-                   "push: %zu ops, %zu bytes (%zu gzip): %ld in %lld ms", y->n, y->body.len,
+                   "push: %zu ops, %zu bytes (%zu gzip): %ld in %lld ms", cur->n, y->body.len,
                    y->gz.len, status, (long long)(mono_ms() - t0));
         if (status == 200) {
-            struct mw_results *r = NULL;
-            rc = mw_proto_results_decode((const char *)y->resp.body.data, y->resp.body.len, y->ids,
-                                         y->n, &r, err);
-            if (rc != MW_OK) {
-                y->res->outcome = rc == MW_ENOMEM ? MW_AGENT_SYNC_STORAGE : MW_AGENT_SYNC_FAILED;
-                return mw_fail(err, rc, "push: the server's answer does not answer the batch");
-            }
-            rc = commit_results(y, r, err);
-            mw_proto_results_free(r);
-            if (rc != MW_OK) {
-                y->res->outcome = storage_or_failed(rc);
+            int more = 0;
+            rc = answered(y, &cur, max_seq, cap, &more, err);
+            if (rc != MW_OK || !more)
                 return rc;
-            }
-            after = y->last_read;
             continue;
         }
         /* Refusals of the whole request, before anything was applied. */
         if (status == 400 || status == 401 || status == 403 || status == 413 || status == 429 ||
             status == 503) {
-            enum mw_err u = unmark_batch(y, err);
+            enum mw_err u = unmark_batch(y, cur, err);
             if (u != MW_OK) {
                 y->res->outcome = storage_or_failed(u);
                 return u;
             }
         }
         if (status == 413) {
-            if (y->n > 1) {
-                cap = (int32_t)(y->n / 2);
-                continue;
+            int64_t after = cur->n > 1 ? cur->after : cur->last_read;
+            if (cur->n > 1) {
+                cap = (int32_t)(cur->n / 2);
+            } else {
+                rc = reject_too_large(y, cur, err);
+                if (rc != MW_OK) {
+                    y->res->outcome = storage_or_failed(rc);
+                    return rc;
+                }
             }
-            rc = reject_too_large(y, err);
-            if (rc != MW_OK) {
-                y->res->outcome = storage_or_failed(rc);
-                return rc;
-            }
-            after = y->last_read;
+            if (stopped(y))
+                return MW_OK;
+            rc = build_and_mark(y, cur, after, max_seq, cap, err);
             continue;
         }
         return http_failure(y, "push", err);
@@ -824,10 +910,15 @@ enum mw_err mw_agent_sync(struct mw_agent *a, mw_agent_stop_fn stop, void *stop_
     rc = MW_ENOMEM;
     size_t cap = (size_t)a->opt.batch_max_ops;
     y.set = mw_calloc(1, sizeof(*y.set));
-    y.seqs = mw_calloc(cap, sizeof(*y.seqs));
-    y.ids = mw_calloc(cap, sizeof(*y.ids));
-    y.bad = mw_calloc(cap, sizeof(*y.bad));
-    if (!y.set || !y.seqs || !y.ids || !y.bad) {
+    int have_all = y.set != NULL;
+    for (size_t i = 0; i < 2; i++) {
+        struct batch *b = &y.batches[i];
+        b->seqs = mw_calloc(cap, sizeof(*b->seqs));
+        b->ids = mw_calloc(cap, sizeof(*b->ids));
+        b->bad = mw_calloc(cap, sizeof(*b->bad));
+        have_all = have_all && b->seqs && b->ids && b->bad;
+    }
+    if (!have_all) {
         rc = mw_fail(err, MW_ENOMEM, "sync");
         res->outcome = MW_AGENT_SYNC_STORAGE;
         goto fail;
@@ -883,9 +974,11 @@ fail:
     mw_buf_free(&y.gz);
     mw_buf_free(&y.resp.body);
     mw_free(y.set);
-    mw_free(y.seqs);
-    mw_free(y.ids);
-    mw_free(y.bad);
+    for (size_t i = 0; i < 2; i++) {
+        mw_free(y.batches[i].seqs);
+        mw_free(y.batches[i].ids);
+        mw_free(y.batches[i].bad);
+    }
     res->duration_ms = mono_ms() - t0;
     return rc;
 }

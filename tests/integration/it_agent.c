@@ -3,7 +3,8 @@
  * 1003 on both sides); an answer lost after the server committed is answered "duplicate" on
  * the retry and the agent clears those ops; a revoked token gives exit 5 with nothing removed;
  * a full data file refuses new ops with a clear error and keeps the earlier ones; rejected ops
- * stay listed until retried or dropped; the daemon syncs, backs off, stops on a refused token
+ * stay listed until retried or dropped; rows that cannot be sent and ops the server finds too
+ * large are set aside while the rest are delivered; the daemon syncs, backs off, stops on a refused token
  * and stops cleanly on SIGTERM; the scanner app example from docs/agent.md works. */
 #include "faultproxy.h"
 #include "midway/agent.h"
@@ -246,6 +247,21 @@ static void record_n(const struct dev *d, const char *sku, int n, int delta)
             fail_msg("record %d: %s", i, err.msg);
     }
     mw_agent_close(a);
+}
+
+/* The user and location every scenario's ops name, on the current server. */
+static void populate(void)
+{
+    char *out = NULL;
+    const char *user[] = {"user",   "add",     "--username", "ann", "--email", "ann@example.com",
+                          "--role", "manager", "--json",     NULL};
+    admin_ok(user, "correct horse battery staple\n", NULL);
+    const char *loc[] = {"location", "add", "--name", "Dock", "--json", NULL};
+    admin_ok(loc, NULL, &out);
+    const char *p = strstr(out, "\"location_id\":");
+    assert_non_null(p);
+    location_id = (int)strtol(p + strlen("\"location_id\":"), NULL, 10);
+    free(out);
 }
 
 /* ---- scenarios ------------------------------------------------------------------------------ */
@@ -551,6 +567,91 @@ static void rejected_ops_stay_until_retried_or_dropped(void **state)
     dev_free(&d);
 }
 
+/* Rows that cannot be sent, batches the server finds too large, and an op too large even
+ * alone: each is set aside or split, and every other op is delivered once and in order. The
+ * scenario runs on a server of its own with a 4 KiB body limit, about a dozen ops. */
+static void unsendable_and_oversized_ops_are_set_aside_and_the_rest_delivered(void **state)
+{
+    (void)state;
+    struct srvtest *shared = srv;
+    int shared_location = location_id;
+    const char *flags[] = {"--body-max", "4KiB", NULL};
+    srv = srvtest_start_with(flags);
+    populate();
+    struct dev d;
+    add_item("BIG-1", 5);
+    new_agent(&d, "gw-oversized", srvtest_url(srv));
+
+    record_n(&d, "BIG-1", 40, 1);
+    /* One op whose reason alone passes the server's limit. */
+    char reason[4001];
+    memset(reason, 'r', sizeof reason - 1);
+    reason[sizeof reason - 1] = '\0';
+    struct mw_agent *a = open_lib(&d);
+    struct mw_agent_meta m = {"ann", NULL, 0};
+    struct mw_error err = {0};
+    if (mw_agent_record_adjust(a, &m, "BIG-1", 100, reason, NULL, &err) != MW_OK)
+        fail_msg("record: %s", err.msg);
+    mw_agent_close(a);
+    record_n(&d, "BIG-1", 20, 1);
+
+    /* Eight rows in a row damaged in the file, more than a small batch holds. */
+    char *db = tu_path(d.dir, "agent.db");
+    sqlite3 *raw = NULL;
+    assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(raw,
+                                  "UPDATE outbox SET op_id = printf('damaged-%028d', seq)"
+                                  " WHERE seq IN (SELECT seq FROM outbox ORDER BY seq"
+                                  " LIMIT 8 OFFSET 12)",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_changes(raw), 8);
+    sqlite3_close(raw);
+    free(db);
+
+    const char *sync[] = {"sync", "--json", "--batch-ops", "4", NULL};
+    struct run r = agent(d.dir, sync);
+    assert_int_equal(r.status, 3);
+    assert_int_equal(json_int(r.out, "pushed"), 52);
+    assert_int_equal(json_int(r.out, "applied"), 52);
+    assert_int_equal(json_int(r.out, "rejected"), 9);
+    assert_int_equal(json_int(r.out, "duplicate"), 0);
+    run_free(&r);
+    assert_int_equal(server_quantity("BIG-1"), 5 + 52);
+
+    const char *list[] = {"rejected", "--json", NULL};
+    r = agent(d.dir, list);
+    int unsendable = 0;
+    for (const char *p = r.out; (p = strstr(p, "\"code\":\"unsendable\"")); p++)
+        unsendable++;
+    assert_int_equal(unsendable, 8);
+    assert_non_null(strstr(r.out, "\"code\":\"too_large\""));
+    run_free(&r);
+    const char *status[] = {"status", "--json", NULL};
+    r = agent(d.dir, status);
+    assert_int_equal(json_int(r.out, "outbox"), 0);
+    assert_int_equal(json_int(r.out, "in_flight"), 0);
+    run_free(&r);
+
+    /* A default batch of 500 is refused (413) and halved until it fits. */
+    record_n(&d, "BIG-1", 30, 1);
+    const char *sync_default[] = {"sync", "--json", NULL};
+    r = agent(d.dir, sync_default);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(json_int(r.out, "applied"), 30);
+    assert_true(json_int(r.out, "batches") > 1);
+    run_free(&r);
+    assert_int_equal(server_quantity("BIG-1"), 5 + 52 + 30);
+    char *log = tu_read_file(srvtest_log(srv), NULL);
+    assert_non_null(strstr(log, " 413 "));
+    free(log);
+
+    dev_free(&d);
+    assert_int_equal(srvtest_stop(srv), 0);
+    srv = shared;
+    location_id = shared_location;
+}
+
 static int count_in(const char *path, const char *what)
 {
     char *text = tu_read_file(path, NULL);
@@ -753,16 +854,7 @@ static int setup(void **state)
     find_agent_bin();
     scratch = tu_mkdtemp("it-agent");
     srv = srvtest_start();
-    char *out = NULL;
-    const char *user[] = {"user",   "add",     "--username", "ann", "--email", "ann@example.com",
-                          "--role", "manager", "--json",     NULL};
-    admin_ok(user, "correct horse battery staple\n", NULL);
-    const char *loc[] = {"location", "add", "--name", "Dock", "--json", NULL};
-    admin_ok(loc, NULL, &out);
-    const char *p = strstr(out, "\"location_id\":");
-    assert_non_null(p);
-    location_id = (int)strtol(p + strlen("\"location_id\":"), NULL, 10);
-    free(out);
+    populate();
     return 0;
 }
 
@@ -787,6 +879,7 @@ int main(void)
         cmocka_unit_test(revoked_token_exits_5_and_keeps_the_outbox),
         cmocka_unit_test(full_data_file_refuses_new_ops_and_keeps_old_ones),
         cmocka_unit_test(rejected_ops_stay_until_retried_or_dropped),
+        cmocka_unit_test(unsendable_and_oversized_ops_are_set_aside_and_the_rest_delivered),
         cmocka_unit_test(daemon_syncs_backs_off_and_stops_cleanly),
         cmocka_unit_test(busy_server_retry_after_is_honoured),
         cmocka_unit_test(scanner_app_example_records_and_syncs),
