@@ -683,7 +683,7 @@ enum mw_err mw_json_get_i64(const cJSON *obj, const char *key, int64_t min, int6
 enum mw_err mw_json_get_i32(const cJSON *obj, const char *key, int32_t min, int32_t max,
                             int32_t *out, struct mw_error *err)
 {
-    int64_t v;
+    int64_t v = 0; /* GCC at -O3 cannot see that an error leaves it unread */
     enum mw_err rc = mw_json_get_i64(obj, key, min, max, &v, err);
     if (rc != MW_OK)
         return rc;
