@@ -40,6 +40,8 @@ struct run_as {
 
 static enum mw_err resolve_run_as(struct run_as *ra, struct mw_error *err)
 {
+    ra->uid = 0;
+    ra->gid = 0;
     ra->drop = geteuid() == 0;
     if (!ra->drop)
         return MW_OK;
@@ -115,11 +117,10 @@ struct tail {
 
 static void tail_add(struct tail *t, const char *p, size_t n)
 {
-    if (n >= sizeof t->buf) {
-        memcpy(t->buf, p + n - sizeof t->buf, sizeof t->buf);
-        t->len = sizeof t->buf;
-        return;
-    }
+    /* Only the last sizeof buf bytes of p can survive. */
+    size_t skip = n > sizeof t->buf ? n - sizeof t->buf : 0;
+    p += skip;
+    n -= skip;
     if (t->len + n > sizeof t->buf) {
         size_t drop = t->len + n - sizeof t->buf;
         memmove(t->buf, t->buf + drop, t->len - drop);

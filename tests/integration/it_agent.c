@@ -167,16 +167,14 @@ static long long json_int(const char *json, const char *key)
 
 /* ---- the server's side ---------------------------------------------------------------------- */
 
-static void admin_ok(const char *const *args, const char *stdin_text, char **out)
+/* Runs an admin command that must succeed; returns what it printed (malloc'd). */
+static char *admin_ok(const char *const *args, const char *stdin_text)
 {
     char *o = NULL;
     int st = srvtest_admin(srv, &o, stdin_text, args);
     if (st != 0)
         fail_msg("midway-server %s %s: exit %d: %s", args[0], args[1], st, o ? o : "");
-    if (out)
-        *out = o;
-    else
-        free(o);
+    return o;
 }
 
 static void add_item(const char *sku, int qty)
@@ -186,7 +184,7 @@ static void add_item(const char *sku, int qty)
     snprintf(q, sizeof q, "%d", qty);
     const char *args[] = {"item",       "add", "--sku",      sku, "--name", sku,
                           "--location", loc,   "--quantity", q,   "--json", NULL};
-    admin_ok(args, NULL, NULL);
+    free(admin_ok(args, NULL));
 }
 
 static long long server_quantity(const char *sku)
@@ -252,15 +250,12 @@ static void record_n(const struct dev *d, const char *sku, int n, int delta)
 /* The user and location every scenario's ops name, on the current server. */
 static void populate(void)
 {
-    char *out = NULL;
     const char *user[] = {"user",   "add",     "--username", "ann", "--email", "ann@example.com",
                           "--role", "manager", "--json",     NULL};
-    admin_ok(user, "correct horse battery staple\n", NULL);
+    free(admin_ok(user, "correct horse battery staple\n"));
     const char *loc[] = {"location", "add", "--name", "Dock", "--json", NULL};
-    admin_ok(loc, NULL, &out);
-    const char *p = strstr(out, "\"location_id\":");
-    assert_non_null(p);
-    location_id = (int)strtol(p + strlen("\"location_id\":"), NULL, 10);
+    char *out = admin_ok(loc, NULL);
+    location_id = (int)json_int(out, "location_id");
     free(out);
 }
 
@@ -410,7 +405,7 @@ static void revoked_token_exits_5_and_keeps_the_outbox(void **state)
     new_agent(&d, "gw-revoked", srvtest_url(srv));
     record_n(&d, "REV-1", 5, 1);
     const char *revoke[] = {"device", "revoke", d.id, NULL};
-    admin_ok(revoke, NULL, NULL);
+    free(admin_ok(revoke, NULL));
     const char *sync[] = {"sync", NULL};
     struct run r = agent(d.dir, sync);
     assert_int_equal(r.status, 5);
@@ -737,7 +732,7 @@ static void daemon_syncs_backs_off_and_stops_cleanly(void **state)
 
     /* A revoked token: it says so once and stops retrying. */
     const char *revoke[] = {"device", "revoke", d.id, NULL};
-    admin_ok(revoke, NULL, NULL);
+    free(admin_ok(revoke, NULL));
     record_n(&d, "RUN-1", 1, 1);
     struct want_log refused = {log, "not retrying until the token file changes", 1};
     assert_true(wait_for(log_has, &refused, 20));

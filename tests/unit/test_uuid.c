@@ -93,7 +93,7 @@ static void expect_reject(const char *s, size_t len)
     struct mw_uuid u;
     memset(&u, 0xAB, sizeof(u));
     if (mw_uuid_parse(s, len, &u) != MW_EMALFORMED)
-        fail_msg("accepted '%.*s'", (int)len, s);
+        fail_msg("accepted '%.*s'", (int)len, s ? s : "(null)");
     for (size_t i = 0; i < 16; i++)
         assert_int_equal(u.b[i], 0xAB); /* untouched on failure */
 }
