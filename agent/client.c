@@ -5,12 +5,22 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 struct mw_client {
     CURL *curl;
     char errbuf[CURL_ERROR_SIZE];
+    /* The request mw_client_start started, until mw_client_finish. */
+    bool pending;
+    bool threaded; /* it runs on `thread`; otherwise it has already run */
+    pthread_t thread;
+    struct mw_client_req req;
+    struct mw_client_resp *resp;
+    enum mw_err rc;
+    struct mw_error err;
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -45,6 +55,12 @@ void mw_client_free(struct mw_client *c)
 {
     if (!c)
         return;
+    if (c->pending) {
+        struct mw_error e = {0};
+        if (mw_client_finish(c, &e) != MW_OK) {
+            /* the request's outcome has no one left to tell */
+        }
+    }
     curl_easy_cleanup(c->curl);
     mw_free(c);
 }
@@ -181,8 +197,19 @@ static enum mw_err add_header(struct curl_slist **list, const char *h, struct mw
         }                                                           \
     } while (0)
 
+static enum mw_err perform(struct mw_client *c, const struct mw_client_req *req,
+                           struct mw_client_resp *resp, struct mw_error *err);
+
 enum mw_err mw_client_request(struct mw_client *c, const struct mw_client_req *req,
                               struct mw_client_resp *resp, struct mw_error *err)
+{
+    if (c && c->pending)
+        return mw_fail(err, MW_EINVAL, "https request: another request is still running");
+    return perform(c, req, resp, err);
+}
+
+static enum mw_err perform(struct mw_client *c, const struct mw_client_req *req,
+                           struct mw_client_resp *resp, struct mw_error *err)
 {
     enum mw_err rc = MW_OK;
     struct curl_slist *headers = NULL;
@@ -291,4 +318,50 @@ fail:
     curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
     curl_slist_free_all(headers);
     return rc;
+}
+
+/* ---- a request on a thread of its own ----------------------------------------------------- */
+
+static void *run_started(void *arg)
+{
+    struct mw_client *c = arg;
+    c->rc = perform(c, &c->req, c->resp, &c->err);
+    return NULL;
+}
+
+enum mw_err mw_client_start(struct mw_client *c, const struct mw_client_req *req,
+                            struct mw_client_resp *resp, struct mw_error *err)
+{
+    if (!c || !req || !resp)
+        return mw_fail(err, MW_EINVAL, "https request: missing argument");
+    if (c->pending)
+        return mw_fail(err, MW_EINVAL, "https request: another request is still running");
+    c->req = *req;
+    c->resp = resp;
+    c->rc = MW_OK;
+    memset(&c->err, 0, sizeof(c->err));
+    c->pending = true;
+    /* The thread starts with every signal blocked, so a SIGTERM for the app reaches the app's
+     * own thread, where its handler and its sleeps are. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    c->threaded = pthread_create(&c->thread, NULL, run_started, c) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!c->threaded)
+        c->rc = perform(c, &c->req, c->resp, &c->err); /* no thread to spare: here and now */
+    return MW_OK;
+}
+
+enum mw_err mw_client_finish(struct mw_client *c, struct mw_error *err)
+{
+    if (!c || !c->pending)
+        return mw_fail(err, MW_EINVAL, "https request: none was started");
+    if (c->threaded)
+        pthread_join(c->thread, NULL);
+    c->pending = false;
+    c->threaded = false;
+    if (c->rc != MW_OK && err)
+        *err = c->err;
+    return c->rc;
 }

@@ -4,7 +4,8 @@
  * host verification are set on every request and there is no option to turn them off.
  * Answers are read into a buffer with a ceiling, so a hostile or broken server cannot grow the
  * agent's memory.
- * Thread safety: one struct mw_client per thread (a curl easy handle is not shared). */
+ * Thread safety: one struct mw_client per thread (a curl easy handle is not shared); a request
+ * started with mw_client_start runs on a thread of its own until mw_client_finish. */
 #ifndef MIDWAY_AGENT_CLIENT_H
 #define MIDWAY_AGENT_CLIENT_H
 #include "buf.h"
@@ -52,7 +53,7 @@ struct mw_client_resp {
 /* Makes a client. Errors: MW_ENOMEM, MW_EIO (libcurl could not be initialised). */
 MW_NODISCARD enum mw_err mw_client_new(struct mw_client **out, struct mw_error *err);
 
-/* Closes the connection and frees c. NULL does nothing. */
+/* Closes the connection and frees c, after waiting for a started request. NULL does nothing. */
 void mw_client_free(struct mw_client *c);
 
 /* Sends req and reads the whole answer into resp. Any HTTP status is MW_OK (the caller decides
@@ -62,5 +63,19 @@ void mw_client_free(struct mw_client *c);
  * answer_limit), MW_EINVAL (a NULL field, a token that is not printable ASCII), MW_ENOMEM. */
 MW_NODISCARD enum mw_err mw_client_request(struct mw_client *c, const struct mw_client_req *req,
                                            struct mw_client_resp *resp, struct mw_error *err);
+
+/* Starts req on a thread of its own and returns at once; mw_client_finish waits for it and
+ * returns what mw_client_request would have returned. Meanwhile the caller can work on the next
+ * batch while the server works on this one. req (copied, but its pointers borrowed) and resp
+ * stay the caller's until mw_client_finish, and c takes no other request until then. Signals
+ * are blocked on that thread, so the caller's thread keeps receiving them. When no thread can
+ * be made, the request runs here and now, and mw_client_finish returns its result.
+ * Errors: MW_EINVAL (a NULL argument, or a request already started). */
+MW_NODISCARD enum mw_err mw_client_start(struct mw_client *c, const struct mw_client_req *req,
+                                         struct mw_client_resp *resp, struct mw_error *err);
+
+/* Waits for the request mw_client_start started; its result and error, as mw_client_request.
+ * MW_EINVAL when none was started. */
+MW_NODISCARD enum mw_err mw_client_finish(struct mw_client *c, struct mw_error *err);
 
 #endif

@@ -19,7 +19,8 @@
  *      so it does not jump back when a push removes ops before the pull.
  *   3. Rejected: move the row to rejected; its effect leaves the local quantity at once.
  *   4. Pull: overwrite server_quantity with the server's value.
- *   5. Never pull while an outbox row has in_flight = 1 (sent, no definitive answer yet):
+ *   5. Never pull while an outbox row has in_flight = 1 (sent, or about to be sent, and no
+ *      definitive answer yet):
  *      the server may have applied it, and the pulled value plus its pending delta would
  *      count it twice. Push again first; the server answers "duplicate" for what it already
  *      applied, and rule 2 folds it. This is also why rule 2 may fold a duplicate: no pull can

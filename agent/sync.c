@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -43,9 +44,16 @@ struct unsendable {
     char msg[160];
 };
 
-/* One push batch's bookkeeping: which outbox rows it carries. The body itself is in
- * struct sync (one at a time); two of these let the next batch be read and marked in flight in
- * the transaction that commits the answer to the current one. */
+/* What goes over the wire for one batch: its gzip body and the answer. Two of them, so one
+ * batch can be on the wire while the next is made ready. */
+struct wire {
+    struct mw_buf gz;
+    struct mw_client_resp resp;
+};
+
+/* One push batch: which outbox rows it carries. Three of them: the batch on the wire, the
+ * next one (read, gzipped and marked in flight, waiting for the answer), and the one after it,
+ * read while the server works on the next (see push_all). */
 struct batch {
     int64_t *seqs; /* seq and op_id of each op sent, batch_max_ops entries */
     struct mw_uuid *ids;
@@ -54,6 +62,9 @@ struct batch {
     size_t n_bad;
     int64_t after;     /* the batch is read from the first outbox row after this seq */
     int64_t last_read; /* seq of the last outbox row the batch consumed */
+    size_t json_len;   /* its body before gzip, for the log */
+    int64_t sent_ms;
+    struct wire *w;
 };
 
 struct sync {
@@ -64,10 +75,10 @@ struct sync {
     mw_agent_stop_fn stop;
     void *stop_ctx;
     struct mw_agent_sync_result *res;
-    struct mw_buf body; /* the push body, reused for every batch */
-    struct mw_buf gz;   /* its gzip form */
-    struct mw_client_resp resp;
-    struct batch batches[2];
+    struct mw_buf body; /* the JSON of the batch being read, reused for every batch */
+    struct wire wires[2];
+    struct batch batches[3];
+    struct mw_client_resp *resp; /* the answer being looked at */
     char url[MW_AGENT_URL_MAX + 256];
 };
 
@@ -195,29 +206,42 @@ static enum mw_err lock_sync(struct mw_agent *a, int *fd_out, struct mw_error *e
 
 /* ---- HTTP -------------------------------------------------------------------------------- */
 
-static enum mw_err request(struct sync *y, const void *body, size_t len, int gzip, size_t limit,
-                           struct mw_error *err)
+static void request_init(struct sync *y, struct mw_client_req *req, const void *body, size_t len,
+                         int gzip, size_t limit)
 {
-    struct mw_client_req req;
-    memset(&req, 0, sizeof(req));
-    req.url = y->url;
-    req.ca_file = y->set->ca_file;
-    req.token = y->token;
-    req.correlation_id = y->res->correlation_id;
-    req.body = body;
-    req.body_len = len;
-    req.gzip = gzip;
-    req.answer_limit = limit;
-    req.connect_timeout_ms = y->a->opt.connect_timeout_ms;
-    req.request_timeout_ms = y->a->opt.request_timeout_ms;
+    memset(req, 0, sizeof(*req));
+    req->url = y->url;
+    req->ca_file = y->set->ca_file;
+    req->token = y->token;
+    req->correlation_id = y->res->correlation_id;
+    req->body = body;
+    req->body_len = len;
+    req->gzip = gzip;
+    req->answer_limit = limit;
+    req->connect_timeout_ms = y->a->opt.connect_timeout_ms;
+    req->request_timeout_ms = y->a->opt.request_timeout_ms;
     /* The request in flight is not cut short by stop: ending after its answer is committed
      * spares the server a duplicate batch, and request_timeout bounds the wait. */
-    req.stop = NULL;
-    req.stop_ctx = NULL;
-    enum mw_err rc = mw_client_request(y->a->client, &req, &y->resp, err);
-    y->res->http_status = (int)y->resp.status;
-    if (y->resp.retry_after_ms > 0)
-        y->res->retry_after_ms = y->resp.retry_after_ms;
+    req->stop = NULL;
+    req->stop_ctx = NULL;
+}
+
+static void note_answer(struct sync *y, struct mw_client_resp *resp)
+{
+    y->resp = resp;
+    y->res->http_status = (int)resp->status;
+    if (resp->retry_after_ms > 0)
+        y->res->retry_after_ms = resp->retry_after_ms;
+}
+
+/* A GET, answered into wires[0] (no push is on the wire when this runs). */
+static enum mw_err request(struct sync *y, size_t limit, struct mw_error *err)
+{
+    struct mw_client_req req;
+    struct mw_client_resp *resp = &y->wires[0].resp;
+    request_init(y, &req, NULL, 0, 0, limit);
+    enum mw_err rc = mw_client_request(y->a->client, &req, resp, err);
+    note_answer(y, resp);
     return rc;
 }
 
@@ -227,8 +251,9 @@ static void error_text(struct sync *y, char *out, size_t size)
     struct mw_proto_error pe;
     struct mw_error e = {0};
     out[0] = '\0';
-    if (y->resp.body.len > 0 &&
-        mw_proto_error_decode((const char *)y->resp.body.data, y->resp.body.len, &pe, &e) == MW_OK)
+    if (y->resp->body.len > 0 &&
+        mw_proto_error_decode((const char *)y->resp->body.data, y->resp->body.len, &pe, &e) ==
+            MW_OK)
         snprintf(out, size, "%.64s%s%.300s", pe.code, pe.message[0] ? ": " : "", pe.message);
 }
 
@@ -236,7 +261,7 @@ static void error_text(struct sync *y, char *out, size_t size)
 static enum mw_err http_failure(struct sync *y, const char *what, struct mw_error *err)
 {
     char text[400];
-    long st = y->resp.status;
+    long st = y->resp->status;
     error_text(y, text, sizeof(text));
     if (st == 401) {
         y->res->outcome = MW_AGENT_SYNC_UNAUTHORIZED;
@@ -399,22 +424,15 @@ static void count_marked(struct sync *y, const struct batch *b)
     y->res->rejected += (int64_t)b->n_bad;
 }
 
-/* The server guaranteed nothing of the batch was applied: the ops are plain pending again. */
+/* Inside the caller's transaction: b was never sent, or the server guaranteed nothing of it
+ * was applied; its ops are plain pending again. */
 static enum mw_err unmark_batch(struct sync *y, const struct batch *b, struct mw_error *err)
 {
     if (b->n == 0)
         return MW_OK;
-    enum mw_err rc = mw_store_begin(y->s, err);
-    if (rc == MW_OK)
-        rc = exec2(y->s,
-                   "UPDATE outbox SET in_flight = 0 WHERE seq BETWEEN ?1 AND ?2"
-                   " AND in_flight = 1",
-                   b->seqs[0], b->seqs[b->n - 1], err);
-    if (rc == MW_OK)
-        rc = mw_store_commit(y->s, err);
-    else
-        mw_store_rollback(y->s);
-    return rc;
+    return exec2(y->s,
+                 "UPDATE outbox SET in_flight = 0 WHERE seq BETWEEN ?1 AND ?2 AND in_flight = 1",
+                 b->seqs[0], b->seqs[b->n - 1], err);
 }
 
 struct tally {
@@ -470,39 +488,63 @@ static enum mw_err record_results(struct sync *y, const struct batch *b, const s
     return rc;
 }
 
-/* One transaction, so one fsync per batch: the answers to `done` (may be NULL) and the next
- * batch `next` marked in flight (may be NULL). After a crash the file holds either both or
- * neither, and both states are ones the rules of store.h already allow: `done` still in flight
- * is re-sent and answered "duplicate", `next` in flight before its request left is the same as
- * a request lost on the wire. */
-static enum mw_err commit_step(struct sync *y, const struct batch *done, const struct mw_results *r,
-                               const struct batch *next, struct mw_error *err)
+/* What one SQLite transaction records. Any member may be NULL. */
+struct step {
+    const struct batch *done; /* answered with a 200: its per-op answers r */
+    const struct mw_results *r;
+    const struct batch *mark[2];   /* to go out: marked in flight, unsendable ops set aside */
+    const struct batch *unmark[2]; /* not sent after all, or refused whole */
+};
+
+/* One transaction, so one fsync, per batch: the answers to one batch and the in-flight mark of
+ * a later one. After a crash the file holds either all of it or none, and both are states the
+ * rules of store.h allow: a batch still in flight is re-sent and answered "duplicate", and a
+ * batch marked in flight but never sent is the same as a request lost on the wire. */
+static enum mw_err commit_step(struct sync *y, const struct step *st, struct mw_error *err)
 {
     int64_t now = mw_timestamp_now_ms();
     struct tally t = {0, 0, 0};
     enum mw_err rc = mw_store_begin(y->s, err);
     if (rc != MW_OK)
         return rc;
-    if (done)
-        rc = record_results(y, done, r, now, &t, err);
-    if (rc == MW_OK && next)
-        rc = mark_batch(y, next, now, err);
+    for (size_t i = 0; i < 2 && rc == MW_OK; i++) {
+        if (st->unmark[i])
+            rc = unmark_batch(y, st->unmark[i], err);
+    }
+    if (rc == MW_OK && st->done)
+        rc = record_results(y, st->done, st->r, now, &t, err);
+    for (size_t i = 0; i < 2 && rc == MW_OK; i++) {
+        if (st->mark[i])
+            rc = mark_batch(y, st->mark[i], now, err);
+    }
     if (rc == MW_OK)
         rc = mw_store_commit(y->s, err);
     else
         mw_store_rollback(y->s);
     if (rc != MW_OK)
         return rc;
-    if (done) {
-        y->res->pushed += (int64_t)r->n;
+    if (st->done) {
+        y->res->pushed += (int64_t)st->r->n;
         y->res->applied += t.applied;
         y->res->duplicate += t.duplicate;
         y->res->rejected += t.rejected;
         y->res->batches++;
     }
-    if (next)
-        count_marked(y, next);
+    for (size_t i = 0; i < 2; i++) {
+        if (st->mark[i])
+            count_marked(y, st->mark[i]);
+    }
     return MW_OK;
+}
+
+/* The last word on batches that will not go out after all: best effort, since the sync is
+ * already failing for another reason. One left marked is re-sent by the next sync. */
+static void unmark_quietly(struct sync *y, const struct batch *a, const struct batch *b)
+{
+    struct step st = {NULL, NULL, {NULL, NULL}, {a, b}};
+    struct mw_error e = {0};
+    if ((a || b) && commit_step(y, &st, &e) != MW_OK)
+        MW_LOG(MW_LOG_WARN, y->res->correlation_id, "push: %s", e.msg);
 }
 
 /* A single op the server finds too large (413) even alone can never be sent. */
@@ -526,143 +568,201 @@ static enum mw_err reject_too_large(struct sync *y, const struct batch *b, struc
     return rc;
 }
 
-static int batch_empty(const struct batch *b)
+/* Reads the batch after `after` into b and gzips it into w. Ops that cannot be sent are set
+ * aside on the way (in a commit of their own when a whole batch is made of them), so b holds
+ * at least one op to send, or none when the outbox up to max_seq is done. */
+static enum mw_err prepare(struct sync *y, struct batch *b, struct wire *w, int64_t after,
+                           int64_t max_seq, int32_t cap, struct mw_error *err)
 {
-    return b->n == 0 && b->n_bad == 0;
+    enum mw_err rc;
+    b->w = w;
+    for (;;) {
+        rc = build_batch(y, b, after, max_seq, cap, err);
+        if (rc != MW_OK || b->n > 0 || b->n_bad == 0)
+            break;
+        struct step st = {NULL, NULL, {b, NULL}, {NULL, NULL}};
+        rc = commit_step(y, &st, err);
+        if (rc != MW_OK)
+            return rc;
+        after = b->last_read;
+    }
+    if (rc != MW_OK || b->n == 0)
+        return rc;
+    b->json_len = y->body.len;
+    mw_buf_reset(&w->gz);
+    return mw_gunzip_compress(y->body.data, y->body.len, &w->gz, err);
 }
 
-/* Reads the batch after `after` into b and, if it holds anything, marks it in flight. */
-static enum mw_err build_and_mark(struct sync *y, struct batch *b, int64_t after, int64_t max_seq,
-                                  int32_t cap, struct mw_error *err)
+static enum mw_err push_start(struct sync *y, struct batch *b, struct mw_error *err)
 {
-    enum mw_err rc = build_batch(y, b, after, max_seq, cap, err);
-    if (rc == MW_OK && !batch_empty(b))
-        rc = commit_step(y, NULL, NULL, b, err);
+    struct mw_client_req req;
+    request_init(y, &req, b->w->gz.data, b->w->gz.len, 1, MW_JSON_DOC_MAX);
+    b->sent_ms = mono_ms();
+    return mw_client_start(y->a->client, &req, &b->w->resp, err);
+}
+
+static enum mw_err push_finish(struct sync *y, struct batch *b, struct mw_error *err)
+{
+    enum mw_err rc = mw_client_finish(y->a->client, err);
+    note_answer(y, &b->w->resp);
+    MW_LOG_DEV(MW_LOG_DEBUG, y->res->correlation_id, y->set->device_id,
+               "push: %zu ops, %zu bytes (%zu gzip): %ld in %lld ms", b->n, b->json_len,
+               b->w->gz.len, b->w->resp.status, (long long)(mono_ms() - b->sent_ms));
     return rc;
 }
 
-/* The answer to cur was a 200: commits it together with the next batch read and marked, and
- * makes that batch current. *more is 0 when there is nothing more to send (or stop asked). */
-static enum mw_err answered(struct sync *y, struct batch **cur, int64_t max_seq, int32_t cap,
-                            int *more, struct mw_error *err)
+/* The push pipeline. The server sees one batch at a time, in order: a batch goes out only
+ * after the answer to the one before it. What the agent does around that runs while the
+ * server works: as soon as the answer to cur is in, nxt goes out, and then cur's answer is
+ * committed together with the in-flight mark of the batch after nxt, read and gzipped into
+ * cur's wire meanwhile. A batch thus costs the longer of the server's apply and the agent's
+ * own work, not their sum. */
+struct push {
+    struct batch *cur;   /* on the wire */
+    struct batch *nxt;   /* read, gzipped, marked; goes out when cur is answered */
+    struct batch *spare; /* cur's successor once cur is answered */
+    int64_t max_seq;     /* ops recorded after the sync began wait for the next sync */
+    int32_t cap;         /* ops per batch; halved on 413 */
+};
+
+static enum mw_err fail_local(struct sync *y, enum mw_err rc)
 {
+    y->res->outcome = storage_or_failed(rc);
+    return rc;
+}
+
+/* Reads cur and nxt from `after`, marks both in one commit, and sends cur. *sent is false when
+ * there was nothing to send, or stop was asked. */
+static enum mw_err launch(struct sync *y, struct push *p, int64_t after, bool *sent,
+                          struct mw_error *err)
+{
+    *sent = false;
+    if (stopped(y))
+        return MW_OK;
+    enum mw_err rc = prepare(y, p->cur, &y->wires[0], after, p->max_seq, p->cap, err);
+    if (rc == MW_OK && p->cur->n == 0)
+        return MW_OK; /* everything recorded before this sync has been answered */
+    if (rc == MW_OK)
+        rc = prepare(y, p->nxt, &y->wires[1], p->cur->last_read, p->max_seq, p->cap, err);
+    if (rc == MW_OK) {
+        struct step st = {NULL, NULL, {p->cur, p->nxt->n ? p->nxt : NULL}, {NULL, NULL}};
+        rc = commit_step(y, &st, err);
+    }
+    if (rc == MW_OK)
+        rc = push_start(y, p->cur, err);
+    if (rc != MW_OK)
+        return fail_local(y, rc);
+    *sent = true;
+    return MW_OK;
+}
+
+/* cur was answered, but not with a 200. nxt never went out. */
+static enum mw_err refused(struct sync *y, struct push *p, bool *sent, struct mw_error *err)
+{
+    struct batch *cur = p->cur;
+    long status = cur->w->resp.status;
+    /* Refusals of the whole request, before anything was applied. */
+    bool whole = status == 400 || status == 401 || status == 403 || status == 413 ||
+                 status == 429 || status == 503;
+    struct step st = {NULL, NULL, {NULL, NULL}, {whole ? cur : NULL, p->nxt->n ? p->nxt : NULL}};
+    enum mw_err rc = commit_step(y, &st, err);
+    if (rc != MW_OK)
+        return fail_local(y, rc);
+    if (status != 413)
+        return http_failure(y, "push", err);
+    int64_t after = cur->after;
+    if (cur->n > 1) {
+        p->cap = (int32_t)(cur->n / 2);
+    } else {
+        rc = reject_too_large(y, cur, err);
+        if (rc != MW_OK)
+            return fail_local(y, rc);
+        after = cur->last_read;
+    }
+    return launch(y, p, after, sent, err);
+}
+
+/* Waits for the answer to cur and acts on it. *sent is true when a batch is on the wire again. */
+static enum mw_err answer(struct sync *y, struct push *p, bool *sent, struct mw_error *err)
+{
+    struct batch *cur = p->cur;
+    struct batch *nxt = p->nxt;
+    struct batch *spare = p->spare;
+    *sent = false;
+    enum mw_err rc = push_finish(y, cur, err);
+    if (rc != MW_OK) {
+        /* No answer: the server may or may not have applied cur. Its ops stay in flight and go
+         * again next time; "duplicate" answers will fold them then. Only a request that never
+         * left is plain pending again, and nxt never left. */
+        y->res->outcome = rc == MW_ENET ? MW_AGENT_SYNC_UNREACHABLE : MW_AGENT_SYNC_FAILED;
+        unmark_quietly(y, cur->w->resp.not_sent ? cur : NULL, nxt->n ? nxt : NULL);
+        return rc;
+    }
+    if (cur->w->resp.status != 200)
+        return refused(y, p, sent, err);
+
     struct mw_results *r = NULL;
-    struct batch *done = *cur;
-    struct batch *next = done == &y->batches[0] ? &y->batches[1] : &y->batches[0];
-    enum mw_err rc = mw_proto_results_decode((const char *)y->resp.body.data, y->resp.body.len,
-                                             done->ids, done->n, &r, err);
+    rc = mw_proto_results_decode((const char *)cur->w->resp.body.data, cur->w->resp.body.len,
+                                 cur->ids, cur->n, &r, err);
     if (rc != MW_OK) {
         y->res->outcome = rc == MW_ENOMEM ? MW_AGENT_SYNC_STORAGE : MW_AGENT_SYNC_FAILED;
+        unmark_quietly(y, NULL, nxt->n ? nxt : NULL);
         return mw_fail(err, rc, "push: the server's answer does not answer the batch");
     }
-    *more = 0;
-    /* The next batch is only read, not sent: a stop or a read error still commits the answer. */
+    bool go = nxt->n > 0 && !stopped(y);
+    if (go && push_start(y, nxt, err) != MW_OK) {
+        mw_proto_results_free(r);
+        unmark_quietly(y, NULL, nxt);
+        return fail_local(y, MW_EINVAL);
+    }
+    /* The batch after nxt is only read here: a read error still commits cur's answer. */
     struct mw_error read_err = {0};
     enum mw_err read_rc = MW_OK;
-    if (!stopped(y)) {
-        read_rc = build_batch(y, next, done->last_read, max_seq, cap, &read_err);
-        *more = read_rc == MW_OK && !batch_empty(next);
-    }
-    rc = commit_step(y, done, r, *more ? next : NULL, err);
+    spare->n = 0;
+    spare->n_bad = 0;
+    if (go)
+        read_rc = prepare(y, spare, cur->w, nxt->last_read, p->max_seq, p->cap, &read_err);
+    struct step st = {cur, r, {read_rc == MW_OK && spare->n ? spare : NULL, NULL},
+                      {NULL, !go && nxt->n ? nxt : NULL}};
+    rc = commit_step(y, &st, err);
     mw_proto_results_free(r);
     if (rc == MW_OK && read_rc != MW_OK) {
         rc = read_rc;
         *err = read_err;
     }
     if (rc != MW_OK) {
-        y->res->outcome = storage_or_failed(rc);
-        return rc;
+        /* Nothing outlives the call: nxt's answer is awaited and dropped. Its ops stay in
+         * flight, and the next sync has them answered "duplicate". */
+        if (go) {
+            struct mw_error e = {0};
+            (void)push_finish(y, nxt, &e);
+        }
+        return fail_local(y, rc);
     }
-    *cur = next;
+    if (!go)
+        return MW_OK; /* done, or stop was asked */
+    if (!spare->n)
+        spare->n_bad = 0;
+    p->cur = nxt;
+    p->nxt = spare;
+    p->spare = cur;
+    *sent = true;
     return MW_OK;
 }
 
 static enum mw_err push_all(struct sync *y, struct mw_error *err)
 {
-    int64_t max_seq = 0;
-    int32_t cap = y->a->opt.batch_max_ops;
-    struct batch *cur = &y->batches[0];
-    enum mw_err rc = query_i64(y->s, "SELECT COALESCE(MAX(seq), 0) FROM outbox", &max_seq, err);
-    if (rc != MW_OK) {
-        y->res->outcome = storage_or_failed(rc);
-        return rc;
-    }
+    struct push p = {&y->batches[0], &y->batches[1], &y->batches[2], 0,
+                     y->a->opt.batch_max_ops};
+    enum mw_err rc = query_i64(y->s, "SELECT COALESCE(MAX(seq), 0) FROM outbox", &p.max_seq, err);
+    if (rc != MW_OK)
+        return fail_local(y, rc);
     snprintf(y->url, sizeof(y->url), "%s/v1/sync/push", y->set->server_url);
-    if (stopped(y))
-        return MW_OK;
-    rc = build_and_mark(y, cur, 0, max_seq, cap, err);
-    for (;;) {
-        if (rc != MW_OK) {
-            y->res->outcome = storage_or_failed(rc);
-            return rc;
-        }
-        if (batch_empty(cur))
-            return MW_OK; /* everything recorded before this sync has been answered */
-        if (cur->n == 0) {
-            /* Only unsendable ops, set aside by the mark: read on. */
-            if (stopped(y))
-                return MW_OK;
-            rc = build_and_mark(y, cur, cur->last_read, max_seq, cap, err);
-            continue;
-        }
-        mw_buf_reset(&y->gz);
-        rc = mw_gunzip_compress(y->body.data, y->body.len, &y->gz, err);
-        if (rc != MW_OK) {
-            y->res->outcome = storage_or_failed(rc);
-            return rc;
-        }
-        int64_t t0 = mono_ms();
-        rc = request(y, y->gz.data, y->gz.len, 1, MW_JSON_DOC_MAX, err);
-        if (rc != MW_OK) {
-            /* No answer: the server may or may not have applied the batch. The ops stay in
-             * flight and go again next time; "duplicate" answers will fold them then. Only a
-             * request that never left is plain pending again. */
-            y->res->outcome = rc == MW_ENET ? MW_AGENT_SYNC_UNREACHABLE : MW_AGENT_SYNC_FAILED;
-            if (y->resp.not_sent) {
-                struct mw_error e = {0};
-                if (unmark_batch(y, cur, &e) != MW_OK)
-                    MW_LOG(MW_LOG_WARN, y->res->correlation_id, "push: %s", e.msg);
-            }
-            return rc;
-        }
-        long status = y->resp.status;
-        MW_LOG_DEV(MW_LOG_DEBUG, y->res->correlation_id, y->set->device_id,
-                   "push: %zu ops, %zu bytes (%zu gzip): %ld in %lld ms", cur->n, y->body.len,
-                   y->gz.len, status, (long long)(mono_ms() - t0));
-        if (status == 200) {
-            int more = 0;
-            rc = answered(y, &cur, max_seq, cap, &more, err);
-            if (rc != MW_OK || !more)
-                return rc;
-            continue;
-        }
-        /* Refusals of the whole request, before anything was applied. */
-        if (status == 400 || status == 401 || status == 403 || status == 413 || status == 429 ||
-            status == 503) {
-            enum mw_err u = unmark_batch(y, cur, err);
-            if (u != MW_OK) {
-                y->res->outcome = storage_or_failed(u);
-                return u;
-            }
-        }
-        if (status == 413) {
-            int64_t after = cur->n > 1 ? cur->after : cur->last_read;
-            if (cur->n > 1) {
-                cap = (int32_t)(cur->n / 2);
-            } else {
-                rc = reject_too_large(y, cur, err);
-                if (rc != MW_OK) {
-                    y->res->outcome = storage_or_failed(rc);
-                    return rc;
-                }
-            }
-            if (stopped(y))
-                return MW_OK;
-            rc = build_and_mark(y, cur, after, max_seq, cap, err);
-            continue;
-        }
-        return http_failure(y, "push", err);
-    }
+    bool sent = false;
+    rc = launch(y, &p, 0, &sent, err);
+    while (rc == MW_OK && sent)
+        rc = answer(y, &p, &sent, err);
+    return rc;
 }
 
 /* ---- pull ---------------------------------------------------------------------------------- */
@@ -758,12 +858,12 @@ static enum mw_err pull_all(struct sync *y, struct mw_error *err)
             y->res->outcome = MW_AGENT_SYNC_FAILED;
             return mw_fail(err, MW_EINVAL, "pull: URL too long");
         }
-        rc = request(y, NULL, 0, 0, MW_PULL_BODY_MAX, err);
+        rc = request(y, MW_PULL_BODY_MAX, err);
         if (rc != MW_OK) {
             y->res->outcome = rc == MW_ENET ? MW_AGENT_SYNC_UNREACHABLE : MW_AGENT_SYNC_FAILED;
             return rc;
         }
-        if (y->resp.status == 410) {
+        if (y->resp->status == 410) {
             /* The cursor is older than the server's history: start again from a snapshot,
              * which replaces the cache. */
             if (++restarts > SYNC_PULL_RESTARTS_MAX) {
@@ -788,10 +888,11 @@ static enum mw_err pull_all(struct sync *y, struct mw_error *err)
             }
             continue;
         }
-        if (y->resp.status != 200)
+        if (y->resp->status != 200)
             return http_failure(y, "pull", err);
         struct mw_pull *page = NULL;
-        rc = mw_proto_pull_decode((const char *)y->resp.body.data, y->resp.body.len, &page, err);
+        rc = mw_proto_pull_decode((const char *)y->resp->body.data, y->resp->body.len, &page,
+                                  err);
         if (rc != MW_OK) {
             y->res->outcome = rc == MW_ENOMEM ? MW_AGENT_SYNC_STORAGE : MW_AGENT_SYNC_FAILED;
             return mw_fail(err, rc, "pull: the server's page does not parse");
@@ -899,8 +1000,11 @@ enum mw_err mw_agent_sync(struct mw_agent *a, mw_agent_stop_fn stop, void *stop_
     y.stop_ctx = stop_ctx;
     y.res = res;
     mw_buf_init(&y.body, MW_PUSH_BODY_MAX);
-    mw_buf_init(&y.gz, MW_PUSH_BODY_MAX + SYNC_GZIP_SLACK);
-    mw_buf_init(&y.resp.body, MW_JSON_DOC_MAX);
+    for (size_t i = 0; i < 2; i++) {
+        mw_buf_init(&y.wires[i].gz, MW_PUSH_BODY_MAX + SYNC_GZIP_SLACK);
+        mw_buf_init(&y.wires[i].resp.body, MW_JSON_DOC_MAX);
+    }
+    y.resp = &y.wires[0].resp;
 
     rc = mw_uuid_v7(&cid, err);
     if (rc != MW_OK)
@@ -911,7 +1015,7 @@ enum mw_err mw_agent_sync(struct mw_agent *a, mw_agent_stop_fn stop, void *stop_
     size_t cap = (size_t)a->opt.batch_max_ops;
     y.set = mw_calloc(1, sizeof(*y.set));
     int have_all = y.set != NULL;
-    for (size_t i = 0; i < 2; i++) {
+    for (size_t i = 0; i < 3; i++) {
         struct batch *b = &y.batches[i];
         b->seqs = mw_calloc(cap, sizeof(*b->seqs));
         b->ids = mw_calloc(cap, sizeof(*b->ids));
@@ -971,10 +1075,12 @@ fail:
         close(lock_fd); /* releases the flock */
     mw_settings_wipe(y.token, sizeof(y.token));
     mw_buf_free(&y.body);
-    mw_buf_free(&y.gz);
-    mw_buf_free(&y.resp.body);
-    mw_free(y.set);
     for (size_t i = 0; i < 2; i++) {
+        mw_buf_free(&y.wires[i].gz);
+        mw_buf_free(&y.wires[i].resp.body);
+    }
+    mw_free(y.set);
+    for (size_t i = 0; i < 3; i++) {
         mw_free(y.batches[i].seqs);
         mw_free(y.batches[i].ids);
         mw_free(y.batches[i].bad);

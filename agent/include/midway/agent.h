@@ -290,7 +290,7 @@ MW_API MW_NODISCARD enum mw_err mw_agent_sync(struct mw_agent *a, mw_agent_stop_
 
 struct mw_agent_status {
     int64_t outbox;          /* ops waiting to be sent (or re-sent) */
-    int64_t in_flight;       /* ... of which were sent and not answered yet */
+    int64_t in_flight;       /* ... of which were sent, or about to be, with no answer yet */
     int64_t rejected;        /* ops in the rejected list */
     int64_t items;           /* cached items */
     int64_t last_success_ms; /* end of the last successful sync, 0 = never */
