@@ -371,6 +371,21 @@ fail:
     return rc;
 }
 
+/* Records r with b's JSON object as its data, once the fields were put (rc says whether they
+ * were), and frees b: the last step of every mw_agent_record_* call. */
+static enum mw_err record_built(struct mw_agent *a, const struct mw_agent_meta *meta, struct rec *r,
+                                struct mw_buf *b, enum mw_err rc,
+                                struct mw_agent_receipt *receipt_out, struct mw_error *err)
+{
+    rc = close_obj(b, rc, err);
+    if (rc == MW_OK) {
+        r->data = (const char *)b->data;
+        rc = record(a, meta, r, receipt_out, err);
+    }
+    mw_buf_free(b);
+    return rc;
+}
+
 /* The checks every public recording call starts with. */
 static enum mw_err check_common(struct mw_agent *a, const struct mw_agent_meta *meta,
                                 struct mw_error *err)
@@ -405,18 +420,9 @@ enum mw_err mw_agent_record_adjust(struct mw_agent *a, const struct mw_agent_met
         rc = put_int(&b, "delta", delta);
     if (rc == MW_OK && reason)
         rc = put_str(&b, "reason", reason);
-    rc = close_obj(&b, rc, err);
-    if (rc == MW_OK) {
-        struct rec r = {0};
-        r.type = MW_OP_INVENTORY_ADJUST;
-        r.sku = sku;
-        r.need_item = true;
-        r.qty_delta = delta;
-        r.data = (const char *)b.data;
-        rc = record(a, meta, &r, receipt_out, err);
-    }
-    mw_buf_free(&b);
-    return rc;
+    struct rec r = {
+        .type = MW_OP_INVENTORY_ADJUST, .sku = sku, .need_item = true, .qty_delta = delta};
+    return record_built(a, meta, &r, &b, rc, receipt_out, err);
 }
 
 enum mw_err mw_agent_record_count(struct mw_agent *a, const struct mw_agent_meta *meta,
@@ -435,19 +441,12 @@ enum mw_err mw_agent_record_count(struct mw_agent *a, const struct mw_agent_meta
     rc = put_str(&b, "sku", sku);
     if (rc == MW_OK)
         rc = put_int(&b, "counted", counted);
-    rc = close_obj(&b, rc, err);
-    if (rc == MW_OK) {
-        struct rec r = {0};
-        r.type = MW_OP_INVENTORY_COUNT;
-        r.sku = sku;
-        r.need_item = true;
-        r.is_count = true;
-        r.counted = counted;
-        r.data = (const char *)b.data;
-        rc = record(a, meta, &r, receipt_out, err);
-    }
-    mw_buf_free(&b);
-    return rc;
+    struct rec r = {.type = MW_OP_INVENTORY_COUNT,
+                    .sku = sku,
+                    .need_item = true,
+                    .is_count = true,
+                    .counted = counted};
+    return record_built(a, meta, &r, &b, rc, receipt_out, err);
 }
 
 enum mw_err mw_agent_record_relocate(struct mw_agent *a, const struct mw_agent_meta *meta,
@@ -466,18 +465,11 @@ enum mw_err mw_agent_record_relocate(struct mw_agent *a, const struct mw_agent_m
     rc = put_str(&b, "sku", sku);
     if (rc == MW_OK)
         rc = put_int(&b, "to_location_id", to_location_id);
-    rc = close_obj(&b, rc, err);
-    if (rc == MW_OK) {
-        struct rec r = {0};
-        r.type = MW_OP_INVENTORY_RELOCATE;
-        r.sku = sku;
-        r.need_item = true;
-        r.location_id = to_location_id;
-        r.data = (const char *)b.data;
-        rc = record(a, meta, &r, receipt_out, err);
-    }
-    mw_buf_free(&b);
-    return rc;
+    struct rec r = {.type = MW_OP_INVENTORY_RELOCATE,
+                    .sku = sku,
+                    .need_item = true,
+                    .location_id = to_location_id};
+    return record_built(a, meta, &r, &b, rc, receipt_out, err);
 }
 
 enum mw_err mw_agent_record_receive(struct mw_agent *a, const struct mw_agent_meta *meta,
@@ -530,21 +522,14 @@ enum mw_err mw_agent_record_receive(struct mw_agent *a, const struct mw_agent_me
         rc = put_int(&b, "quantity", quantity);
     if (rc == MW_OK && description)
         rc = put_str(&b, "description", description);
-    rc = close_obj(&b, rc, err);
-    if (rc == MW_OK) {
-        struct rec r = {0};
-        r.type = MW_OP_INVENTORY_RECEIVE;
-        r.sku = sku;
-        r.is_receive = true;
-        r.location_id = location_id;
-        r.qty_delta = quantity;
-        r.new_name = name ? name : cached;
-        r.new_desc = description;
-        r.data = (const char *)b.data;
-        rc = record(a, meta, &r, receipt_out, err);
-    }
-    mw_buf_free(&b);
-    return rc;
+    struct rec r = {.type = MW_OP_INVENTORY_RECEIVE,
+                    .sku = sku,
+                    .is_receive = true,
+                    .location_id = location_id,
+                    .qty_delta = quantity,
+                    .new_name = name ? name : cached,
+                    .new_desc = description};
+    return record_built(a, meta, &r, &b, rc, receipt_out, err);
 }
 
 enum mw_err mw_agent_record_interact(struct mw_agent *a, const struct mw_agent_meta *meta,
@@ -572,15 +557,8 @@ enum mw_err mw_agent_record_interact(struct mw_agent *a, const struct mw_agent_m
         rc = put_str(&b, "target_entity_type", target_entity_type);
     if (rc == MW_OK && metadata_json)
         rc = put_raw(&b, "metadata", metadata_json);
-    rc = close_obj(&b, rc, err);
-    if (rc == MW_OK) {
-        struct rec r = {0};
-        r.type = MW_OP_INTERACTION_RECORD;
-        r.data = (const char *)b.data;
-        rc = record(a, meta, &r, receipt_out, err);
-    }
-    mw_buf_free(&b);
-    return rc;
+    struct rec r = {.type = MW_OP_INTERACTION_RECORD};
+    return record_built(a, meta, &r, &b, rc, receipt_out, err);
 }
 
 static bool blank(const char *s)
@@ -617,17 +595,8 @@ enum mw_err mw_agent_record_allocate(struct mw_agent *a, const struct mw_agent_m
         rc = put_raw(&b, "manual_override", manual_override ? "true" : "false");
     if (rc == MW_OK && override_reason)
         rc = put_str(&b, "override_reason", override_reason);
-    rc = close_obj(&b, rc, err);
-    if (rc == MW_OK) {
-        struct rec r = {0};
-        r.type = MW_OP_ALLOCATION_RECORD;
-        r.sku = sku;
-        r.need_item = true;
-        r.data = (const char *)b.data;
-        rc = record(a, meta, &r, receipt_out, err);
-    }
-    mw_buf_free(&b);
-    return rc;
+    struct rec r = {.type = MW_OP_ALLOCATION_RECORD, .sku = sku, .need_item = true};
+    return record_built(a, meta, &r, &b, rc, receipt_out, err);
 }
 
 enum mw_err mw_agent_record_event(struct mw_agent *a, const struct mw_agent_meta *meta,
@@ -659,15 +628,8 @@ enum mw_err mw_agent_record_event(struct mw_agent *a, const struct mw_agent_meta
         rc = put_str(&b, "event_type", event_type);
     if (rc == MW_OK)
         rc = put_raw(&b, "details", details_json);
-    rc = close_obj(&b, rc, err);
-    if (rc == MW_OK) {
-        struct rec r = {0};
-        r.type = MW_OP_EVENT_RECORD;
-        r.data = (const char *)b.data;
-        rc = record(a, meta, &r, receipt_out, err);
-    }
-    mw_buf_free(&b);
-    return rc;
+    struct rec r = {.type = MW_OP_EVENT_RECORD};
+    return record_built(a, meta, &r, &b, rc, receipt_out, err);
 }
 
 /* ---- answers --------------------------------------------------------------------------- */

@@ -251,9 +251,8 @@ static void error_text(struct sync *y, char *out, size_t size)
     struct mw_proto_error pe;
     struct mw_error e = {0};
     out[0] = '\0';
-    if (y->resp->body.len > 0 &&
-        mw_proto_error_decode((const char *)y->resp->body.data, y->resp->body.len, &pe, &e) ==
-            MW_OK)
+    if (y->resp->body.len > 0 && mw_proto_error_decode((const char *)y->resp->body.data,
+                                                       y->resp->body.len, &pe, &e) == MW_OK)
         snprintf(out, size, "%.64s%s%.300s", pe.code, pe.message[0] ? ": " : "", pe.message);
 }
 
@@ -541,7 +540,7 @@ static enum mw_err commit_step(struct sync *y, const struct step *st, struct mw_
  * already failing for another reason. One left marked is re-sent by the next sync. */
 static void unmark_quietly(struct sync *y, const struct batch *a, const struct batch *b)
 {
-    struct step st = {NULL, NULL, {NULL, NULL}, {a, b}};
+    struct step st = {.unmark = {a, b}};
     struct mw_error e = {0};
     if ((a || b) && commit_step(y, &st, &e) != MW_OK)
         MW_LOG(MW_LOG_WARN, y->res->correlation_id, "push: %s", e.msg);
@@ -580,7 +579,7 @@ static enum mw_err prepare(struct sync *y, struct batch *b, struct wire *w, int6
         rc = build_batch(y, b, after, max_seq, cap, err);
         if (rc != MW_OK || b->n > 0 || b->n_bad == 0)
             break;
-        struct step st = {NULL, NULL, {b, NULL}, {NULL, NULL}};
+        struct step st = {.mark = {b}};
         rc = commit_step(y, &st, err);
         if (rc != MW_OK)
             return rc;
@@ -645,7 +644,7 @@ static enum mw_err launch(struct sync *y, struct push *p, int64_t after, bool *s
     if (rc == MW_OK)
         rc = prepare(y, p->nxt, &y->wires[1], p->cur->last_read, p->max_seq, p->cap, err);
     if (rc == MW_OK) {
-        struct step st = {NULL, NULL, {p->cur, p->nxt->n ? p->nxt : NULL}, {NULL, NULL}};
+        struct step st = {.mark = {p->cur, p->nxt->n ? p->nxt : NULL}};
         rc = commit_step(y, &st, err);
     }
     if (rc == MW_OK)
@@ -664,7 +663,7 @@ static enum mw_err refused(struct sync *y, struct push *p, bool *sent, struct mw
     /* Refusals of the whole request, before anything was applied. */
     bool whole = status == 400 || status == 401 || status == 403 || status == 413 ||
                  status == 429 || status == 503;
-    struct step st = {NULL, NULL, {NULL, NULL}, {whole ? cur : NULL, p->nxt->n ? p->nxt : NULL}};
+    struct step st = {.unmark = {whole ? cur : NULL, p->nxt->n ? p->nxt : NULL}};
     enum mw_err rc = commit_step(y, &st, err);
     if (rc != MW_OK)
         return fail_local(y, rc);
@@ -722,8 +721,11 @@ static enum mw_err answer(struct sync *y, struct push *p, bool *sent, struct mw_
     spare->n_bad = 0;
     if (go)
         read_rc = prepare(y, spare, cur->w, nxt->last_read, p->max_seq, p->cap, &read_err);
-    struct step st = {cur, r, {read_rc == MW_OK && spare->n ? spare : NULL, NULL},
-                      {NULL, !go && nxt->n ? nxt : NULL}};
+    struct step st = {.done = cur, .r = r};
+    if (read_rc == MW_OK && spare->n)
+        st.mark[0] = spare;
+    if (!go && nxt->n)
+        st.unmark[0] = nxt; /* stop was asked: it will not go out */
     rc = commit_step(y, &st, err);
     mw_proto_results_free(r);
     if (rc == MW_OK && read_rc != MW_OK) {
@@ -741,8 +743,6 @@ static enum mw_err answer(struct sync *y, struct push *p, bool *sent, struct mw_
     }
     if (!go)
         return MW_OK; /* done, or stop was asked */
-    if (!spare->n)
-        spare->n_bad = 0;
     p->cur = nxt;
     p->nxt = spare;
     p->spare = cur;
@@ -752,8 +752,7 @@ static enum mw_err answer(struct sync *y, struct push *p, bool *sent, struct mw_
 
 static enum mw_err push_all(struct sync *y, struct mw_error *err)
 {
-    struct push p = {&y->batches[0], &y->batches[1], &y->batches[2], 0,
-                     y->a->opt.batch_max_ops};
+    struct push p = {&y->batches[0], &y->batches[1], &y->batches[2], 0, y->a->opt.batch_max_ops};
     enum mw_err rc = query_i64(y->s, "SELECT COALESCE(MAX(seq), 0) FROM outbox", &p.max_seq, err);
     if (rc != MW_OK)
         return fail_local(y, rc);
@@ -891,8 +890,7 @@ static enum mw_err pull_all(struct sync *y, struct mw_error *err)
         if (y->resp->status != 200)
             return http_failure(y, "pull", err);
         struct mw_pull *page = NULL;
-        rc = mw_proto_pull_decode((const char *)y->resp->body.data, y->resp->body.len, &page,
-                                  err);
+        rc = mw_proto_pull_decode((const char *)y->resp->body.data, y->resp->body.len, &page, err);
         if (rc != MW_OK) {
             y->res->outcome = rc == MW_ENOMEM ? MW_AGENT_SYNC_STORAGE : MW_AGENT_SYNC_FAILED;
             return mw_fail(err, rc, "pull: the server's page does not parse");

@@ -4,8 +4,8 @@
  * the retry and the agent clears those ops; a revoked token gives exit 5 with nothing removed;
  * a full data file refuses new ops with a clear error and keeps the earlier ones; rejected ops
  * stay listed until retried or dropped; rows that cannot be sent and ops the server finds too
- * large are set aside while the rest are delivered; the daemon syncs, backs off, stops on a refused token
- * and stops cleanly on SIGTERM; the scanner app example from docs/agent.md works. */
+ * large are set aside while the rest are delivered; the daemon syncs, backs off, stops on a refused
+ * token and stops cleanly on SIGTERM; the scanner app example from docs/agent.md works. */
 #include "faultproxy.h"
 #include "midway/agent.h"
 #include "pgcluster.h"
