@@ -3,6 +3,7 @@
 
 #include "agent_internal.h"
 #include "mem.h"
+#include "outbox.h"
 #include "midway/log.h"
 
 #include <stdio.h>
@@ -53,16 +54,15 @@ static int should_stop(void *ctx)
     return *s->stop != 0;
 }
 
-/* Whether any op waits in the outbox; reads one index entry, whatever the backlog. */
+/* Whether any op waits in the outbox; a store that cannot answer counts as no work (the
+ * next sync reports the store's error). */
 static int has_work(struct mw_agent *a)
 {
-    sqlite3_stmt *st = NULL;
+    bool has = false;
     struct mw_error err = {0};
-    if (mw_store_stmt(a->store, "SELECT EXISTS (SELECT 1 FROM outbox)", &st, &err) != MW_OK)
+    if (mw_outbox_has_ops(a->store, &has, &err) != MW_OK)
         return 0;
-    int work = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
-    sqlite3_reset(st);
-    return work;
+    return has;
 }
 
 /* What identifies the token file's content cheaply: a new token is a new mtime or inode. */

@@ -806,23 +806,17 @@ enum mw_err mw_outbox_note_last(struct mw_store *s, const char *op_id, struct mw
     return rc;
 }
 
-enum mw_err mw_outbox_count(struct mw_store *s, int64_t *total_out, int64_t *in_flight_out,
-                            struct mw_error *err)
+enum mw_err mw_outbox_has_ops(struct mw_store *s, bool *has_out, struct mw_error *err)
 {
     sqlite3_stmt *st = NULL;
-    enum mw_err rc = mw_store_stmt(s,
-                                   "SELECT (SELECT count(*) FROM outbox),"
-                                   " (SELECT count(*) FROM outbox WHERE in_flight = 1)",
-                                   &st, err);
+    enum mw_err rc = mw_store_stmt(s, "SELECT EXISTS (SELECT 1 FROM outbox)", &st, err);
     if (rc != MW_OK)
         return rc;
     int src = sqlite3_step(st);
-    if (src == SQLITE_ROW) {
-        *total_out = sqlite3_column_int64(st, 0);
-        *in_flight_out = sqlite3_column_int64(st, 1);
-    } else {
-        rc = mw_store_fail(s, src, err, "count outbox");
-    }
+    if (src == SQLITE_ROW)
+        *has_out = sqlite3_column_int(st, 0) != 0;
+    else
+        rc = mw_store_fail(s, src, err, "look into the outbox");
     sqlite3_reset(st);
     return rc;
 }

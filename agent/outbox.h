@@ -9,6 +9,7 @@
 #include "midway/err.h"
 #include "store.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Rule 2 of store.h for the outbox row seq: adds its qty_delta to the item's server_quantity,
@@ -37,8 +38,9 @@ MW_NODISCARD enum mw_err mw_outbox_reject(struct mw_store *s, int64_t seq, const
 MW_NODISCARD enum mw_err mw_outbox_note_last(struct mw_store *s, const char *op_id,
                                              struct mw_error *err);
 
-/* Ops in the outbox, and of those in flight. Errors: MW_EIO, MW_EBUSY. */
-MW_NODISCARD enum mw_err mw_outbox_count(struct mw_store *s, int64_t *total_out,
-                                         int64_t *in_flight_out, struct mw_error *err);
+/* Whether any op waits in the outbox (in flight or not); reads one index entry, whatever the
+ * backlog. Errors: MW_EIO, MW_EBUSY. */
+MW_NODISCARD enum mw_err mw_outbox_has_ops(struct mw_store *s, bool *has_out,
+                                           struct mw_error *err);
 
 #endif

@@ -43,11 +43,6 @@ enum mw_route mw_routes_classify(const struct mw_http_request *req, bool *found,
     return MW_ROUTE_OTHER;
 }
 
-bool mw_routes_needs_db(enum mw_route route)
-{
-    return route == MW_ROUTE_PUSH || route == MW_ROUTE_PULL || route == MW_ROUTE_HEALTHZ;
-}
-
 void mw_route_ctx_cleanup(struct mw_route_ctx *ctx)
 {
     mw_buf_free(&ctx->body);
@@ -157,7 +152,6 @@ static void handle_push(struct mw_route_ctx *ctx, PGconn *conn)
 
     struct mw_buf inflated = {0};
     struct mw_push *push = NULL;
-    struct mw_op_result *results = NULL;
     struct mw_reconcile_ctx rctx;
     mw_reconcile_ctx_init(&rctx);
     const char *body = NULL;
@@ -215,7 +209,6 @@ static void handle_push(struct mw_route_ctx *ctx, PGconn *conn)
 
 out:
     mw_reconcile_ctx_cleanup(&rctx);
-    mw_free(results);
     mw_proto_push_free(push);
     mw_buf_free(&inflated);
 }

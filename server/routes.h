@@ -42,9 +42,6 @@ struct mw_route_ctx {
 /* Which route a request is for; sets *allowed to false when the method is wrong (405). */
 enum mw_route mw_routes_classify(const struct mw_http_request *req, bool *found, bool *allowed);
 
-/* Whether the route needs a database worker. */
-bool mw_routes_needs_db(enum mw_route route);
-
 /* Runs the route's work on a worker: conn is that worker's connection, NULL when the
  * database is unreachable (the handler answers 503). Never fails: every problem becomes an
  * HTTP answer in ctx. */

@@ -81,17 +81,6 @@ void mw_buf_reset(struct mw_buf *b)
         b->data[0] = '\0';
 }
 
-uint8_t *mw_buf_take(struct mw_buf *b, size_t *len_out)
-{
-    uint8_t *data = b->data;
-    if (len_out)
-        *len_out = b->len;
-    b->data = NULL;
-    b->len = 0;
-    b->cap = 0;
-    return data;
-}
-
 void mw_buf_free(struct mw_buf *b)
 {
     if (!b)

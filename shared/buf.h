@@ -30,10 +30,6 @@ MW_NODISCARD enum mw_err mw_buf_reserve(struct mw_buf *b, size_t n);
 /* Forgets the contents but keeps the memory for reuse. */
 void mw_buf_reset(struct mw_buf *b);
 
-/* Hands the bytes (NUL-terminated) to the caller, who frees them with mw_free; b is left empty
- * and reusable. Returns NULL, with *len_out 0, when b holds nothing and never allocated. */
-uint8_t *mw_buf_take(struct mw_buf *b, size_t *len_out);
-
 /* Releases the memory; b is left empty and reusable. NULL-safe. */
 void mw_buf_free(struct mw_buf *b);
 
