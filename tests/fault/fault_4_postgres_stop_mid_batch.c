@@ -60,9 +60,10 @@ static void postgres_stopped_mid_batch(void **state)
         fh_outbox_head(&d, BATCH_OPS, &batch);
         const char *sync[] = {"sync", "--json", NULL};
         char *out = tu_path(fh_scratch, "gw-4-sync.json");
-        /* After a restart each worker whose connection died finds out on its next job and
-         * answers it 503 (server/pool.c keeps a connection until a query fails), so a push
-         * can be refused before the batch ever reaches the database: then sync again. */
+        /* After a restart each worker whose connection died finds out on its next job; the
+         * pool then runs that job again on a fresh connection (server/pool.h, retry). Should
+         * a push still be refused 503 before its batch reaches the database, sync again and
+         * count it (stale_503, 0 since that retry). */
         pid_t pid = -1;
         int st = -1, seen = 0;
         for (int attempt = 0; attempt < 10 && !seen; attempt++) {
