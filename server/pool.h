@@ -4,8 +4,9 @@
  *
  * Overload is an answer, not a queue: when queue_max jobs wait, mw_pool_submit refuses and
  * the caller answers 503 with Retry-After. A worker whose connection broke (PostgreSQL
- * restarted) reconnects before its next job; while it cannot, jobs run with conn == NULL
- * and answer 503 themselves.
+ * restarted) finds out in the job that uses it next; when that job sets retry, the worker
+ * reconnects and runs it once more (see struct mw_job). While it cannot reconnect, jobs run
+ * with conn == NULL and answer 503 themselves.
  * Thread safety: submit, drain and stats from the I/O thread; run() on a worker thread. */
 #ifndef MIDWAY_SERVER_POOL_H
 #define MIDWAY_SERVER_POOL_H
