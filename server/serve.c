@@ -125,6 +125,17 @@ static int64_t now_us(void)
 
 /* ---- connections ----------------------------------------------------------------------- */
 
+/* What a step of the state machine came to. */
+enum step {
+    STEP_PROGRESS, /* the state changed: drive on */
+    STEP_WAIT,     /* waiting for the socket (events set) or a worker */
+    STEP_CLOSE,    /* the connection is finished: the caller at the top closes it */
+};
+
+/* Frees c and everything it holds. Only the top of a call chain calls this: conn_drive()
+ * when a step says STEP_CLOSE, and the loop's callbacks (on_conn_event, job_done, on_tick,
+ * shutdown), each of which returns right after. Steps and what they call never close: they
+ * return STEP_CLOSE, so no code below the top can be left holding a freed connection. */
 static void conn_close(struct conn *c)
 {
     struct server *s = c->srv;
@@ -156,13 +167,16 @@ static void conn_close(struct conn *c)
     mw_free(c);
 }
 
-static void conn_want(struct conn *c, uint32_t events)
+/* Waits for events on c's socket (0: none, while a worker has the request). STEP_WAIT, or
+ * STEP_CLOSE when the loop refused. */
+static enum step conn_wait(struct conn *c, uint32_t events)
 {
     struct mw_error err = {0};
     if (mw_loop_set(c->srv->loop, &c->watch, events, &err) != MW_OK) {
         MW_LOG(MW_LOG_WARN, NULL, "connection %s: %s", c->peer, err.msg);
-        conn_close(c);
+        return STEP_CLOSE;
     }
+    return STEP_WAIT;
 }
 
 static void conn_drive(struct conn *c);
@@ -184,31 +198,36 @@ static void log_request(const struct job *j, int status)
     mw_metrics_request(j->ctx.route, status, us);
 }
 
-/* Serializes the job's answer into its connection (when it still has one) and frees it. */
-static void job_finish(struct job *j)
+/* Serializes the job's answer into its connection (when it still has one) and frees the job.
+ * STEP_PROGRESS: the answer is queued and the connection is in C_WRITE. STEP_CLOSE: there is
+ * no connection, or the answer could not be queued (out of memory) and the caller closes it;
+ * this never does, so the caller's pointer stays valid. */
+static enum step job_finish(struct job *j)
 {
     struct conn *c = j->conn;
+    enum step st = STEP_CLOSE;
     int status = j->ctx.status ? j->ctx.status : 500;
     log_request(j, status);
     if (c) {
         c->job = NULL;
         bool keep = j->keep_alive && !c->close_after && !c->srv->draining && status != 503;
-        struct mw_error err = {0};
         enum mw_err rc = mw_http_response_write(
             &c->out, status, j->ctx.content_type, j->ctx.cid, keep,
             j->ctx.extra_headers[0] ? j->ctx.extra_headers : NULL,
             j->head ? NULL : j->ctx.body.data, j->ctx.body.len);
         if (rc != MW_OK) {
-            MW_LOG(MW_LOG_ERROR, j->ctx.cid, "write answer: %s", err.msg);
-            conn_close(c);
+            MW_LOG(MW_LOG_ERROR, j->ctx.cid, "%s: answer %d not sent: %s", c->peer, status,
+                   mw_err_name(rc));
         } else {
             c->close_after = !keep;
             conn_send(c);
+            st = STEP_PROGRESS;
         }
     }
     mw_route_ctx_cleanup(&j->ctx);
     mw_http_request_cleanup(&j->req);
     mw_free(j);
+    return st;
 }
 
 static void job_run(struct mw_job *job, PGconn *pg)
@@ -229,12 +248,17 @@ static void job_run(struct mw_job *job, PGconn *pg)
     j->ran = true;
 }
 
-/* Back on the I/O thread from a worker: answer, and drive the connection on. */
+/* Back on the I/O thread from a worker: answer, and drive the connection on. A loop
+ * callback, so it may close the connection (and touches it no more after that). */
 static void job_done(struct mw_job *job)
 {
     struct conn *c = ((struct job *)job)->conn;
-    job_finish((struct job *)job);
-    if (c)
+    enum step st = job_finish((struct job *)job);
+    if (!c)
+        return;
+    if (st == STEP_CLOSE)
+        conn_close(c);
+    else
         conn_drive(c);
 }
 
@@ -253,15 +277,15 @@ static void pick_cid(const struct mw_http_request *req, char out[MW_UUID_STR_SIZ
     mw_uuid_format(&u, out);
 }
 
-/* A whole request is in c->parser: answer it here or hand it to a worker. */
-static void conn_dispatch(struct conn *c)
+/* A whole request is in c->parser: answer it here or hand it to a worker. STEP_PROGRESS
+ * (an answer is queued, C_WRITE, or a worker has the request, C_BUSY) or STEP_CLOSE (out of
+ * memory). */
+static enum step conn_dispatch(struct conn *c)
 {
     struct server *s = c->srv;
     struct job *j = mw_calloc(1, sizeof *j);
-    if (!j) {
-        conn_close(c);
-        return;
-    }
+    if (!j)
+        return STEP_CLOSE;
     mw_http_parser_take_request(c->parser, &j->req);
     mw_http_parser_cleanup(c->parser);
     mw_free(c->parser);
@@ -277,8 +301,7 @@ static void conn_dispatch(struct conn *c)
     pick_cid(&j->req, j->ctx.cid);
     mw_buf_init(&j->ctx.body, OUT_MAX);
     c->job = j;
-    c->state = C_BUSY;
-    conn_want(c, 0);
+    c->state = C_BUSY; /* the driver parks it (no events) while a worker has the request */
 
     bool found = false, allowed = false;
     j->ctx.route = mw_routes_classify(&j->req, &found, &allowed);
@@ -322,12 +345,12 @@ static void conn_dispatch(struct conn *c)
         j->job.done = job_done;
         enum mw_err rc = mw_pool_submit(s->pool, &j->job);
         if (rc == MW_OK)
-            return; /* job_done() answers */
+            return STEP_PROGRESS; /* job_done() answers */
         mw_routes_error(&j->ctx, 503, rc == MW_EFULL ? "overloaded" : "shutting_down",
                         rc == MW_EFULL ? "too many requests are waiting; retry shortly"
                                        : "the server is shutting down");
     }
-    job_finish(j);
+    return job_finish(j);
 }
 
 /* Answers a request that could not be parsed; the connection closes after it. */
@@ -351,12 +374,6 @@ static void conn_reject(struct conn *c)
     conn_send(c);
 }
 
-enum step {
-    STEP_PROGRESS, /* the state changed: drive on */
-    STEP_WAIT,     /* waiting for the socket (events set) or a worker */
-    STEP_CLOSED,   /* the connection is gone (freed) */
-};
-
 /* Sends what the socket takes of c->out now, without waiting. Returns the TLS status of
  * the last write (MW_TLS_OK when everything went out). */
 static enum mw_tls_status out_push(struct conn *c)
@@ -377,16 +394,14 @@ static enum mw_tls_status out_push(struct conn *c)
 }
 
 /* Feeds bytes to the parser: STEP_WAIT when it needs more, STEP_PROGRESS when a request is
- * complete (dispatched, or refused), STEP_CLOSED when memory ran out. */
+ * complete (dispatched, or refused), STEP_CLOSE when memory ran out. */
 static enum step conn_feed(struct conn *c, const uint8_t *data, size_t len, size_t *used)
 {
     *used = 0;
     if (!c->parser) {
         c->parser = mw_malloc(sizeof *c->parser);
-        if (!c->parser) {
-            conn_close(c);
-            return STEP_CLOSED;
-        }
+        if (!c->parser)
+            return STEP_CLOSE;
         mw_http_parser_init(c->parser, 0, c->srv->cfg->body_max);
     }
     if (!c->in_request && len > 0) {
@@ -402,10 +417,8 @@ static enum step conn_feed(struct conn *c, const uint8_t *data, size_t len, size
             out_push(c);
         c->deadline_ms = mw_loop_now_ms() + c->srv->cfg->body_timeout_ms;
     }
-    if (r == MW_HTTP_DONE) {
-        conn_dispatch(c);
-        return STEP_PROGRESS;
-    }
+    if (r == MW_HTTP_DONE)
+        return conn_dispatch(c);
     if (r == MW_HTTP_ERROR) {
         conn_reject(c);
         return STEP_PROGRESS;
@@ -419,7 +432,7 @@ static enum step read_step(struct conn *c)
     if (c->pending.len > 0) {
         size_t used = 0;
         enum step st = conn_feed(c, c->pending.data, c->pending.len, &used);
-        if (st == STEP_CLOSED)
+        if (st == STEP_CLOSE)
             return st;
         size_t rest = c->pending.len - used;
         memmove(c->pending.data, c->pending.data + used, rest);
@@ -432,23 +445,21 @@ static enum step read_step(struct conn *c)
         size_t n = 0;
         struct mw_error err = {0};
         enum mw_tls_status ts = mw_tls_conn_read(c->tls, chunk, sizeof chunk, &n, &err);
-        if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE) {
-            conn_want(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
-            return STEP_WAIT;
-        }
+        if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE)
+            return conn_wait(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
         if (ts != MW_TLS_OK || n == 0) {
             if (ts == MW_TLS_FAILED)
                 MW_LOG(MW_LOG_DEBUG, NULL, "connection %s: %s", c->peer, err.msg);
-            conn_close(c);
-            return STEP_CLOSED;
+            return STEP_CLOSE;
         }
         size_t used = 0;
         enum step st = conn_feed(c, chunk, n, &used);
-        if (st == STEP_CLOSED)
+        if (st == STEP_CLOSE)
             return st;
         if (st == STEP_PROGRESS) {
             if (used < n && mw_buf_append(&c->pending, chunk + used, n - used) != MW_OK) {
-                /* More pipelined bytes than PIPELINE_MAX: not a client of ours. */
+                /* More pipelined bytes than PIPELINE_MAX (not a client of ours), or out of
+                 * memory: answer this request, then close. */
                 c->close_after = true;
             }
             return st;
@@ -459,14 +470,10 @@ static enum step read_step(struct conn *c)
 static enum step write_step(struct conn *c)
 {
     enum mw_tls_status ts = out_push(c);
-    if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE) {
-        conn_want(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
-        return STEP_WAIT;
-    }
-    if (ts != MW_TLS_OK) {
-        conn_close(c);
-        return STEP_CLOSED;
-    }
+    if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE)
+        return conn_wait(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
+    if (ts != MW_TLS_OK)
+        return STEP_CLOSE;
     if (c->close_after && c->linger) {
         struct mw_error ignored = {0};
         (void)mw_tls_conn_close_notify(c->tls, &ignored);
@@ -474,10 +481,8 @@ static enum step write_step(struct conn *c)
         c->deadline_ms = mw_loop_now_ms() + LINGER_MS;
         return STEP_PROGRESS;
     }
-    if (c->close_after) {
-        conn_close(c);
-        return STEP_CLOSED;
-    }
+    if (c->close_after)
+        return STEP_CLOSE;
     /* Keep-alive: release what an idle connection does not need. */
     mw_buf_free(&c->out);
     mw_buf_init(&c->out, OUT_MAX);
@@ -495,16 +500,13 @@ static enum step linger_step(struct conn *c)
         size_t n = 0;
         struct mw_error err = {0};
         enum mw_tls_status ts = mw_tls_conn_read(c->tls, chunk, sizeof chunk, &n, &err);
-        if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE) {
-            conn_want(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
-            return STEP_WAIT;
-        }
+        if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE)
+            return conn_wait(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
         if (ts != MW_TLS_OK || n == 0)
             break;
         c->lingered += n;
     }
-    conn_close(c);
-    return STEP_CLOSED;
+    return STEP_CLOSE;
 }
 
 static enum step handshake_step(struct conn *c)
@@ -515,18 +517,16 @@ static enum step handshake_step(struct conn *c)
         c->state = C_READ;
         return STEP_PROGRESS;
     }
-    if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE) {
-        conn_want(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
-        return STEP_WAIT;
-    }
+    if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE)
+        return conn_wait(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
     MW_LOG(MW_LOG_DEBUG, NULL, "TLS handshake with %s: %s", c->peer,
            ts == MW_TLS_FAILED ? err.msg : "peer went away");
-    conn_close(c);
-    return STEP_CLOSED;
+    return STEP_CLOSE;
 }
 
-/* Moves a connection forward until it has to wait. The only place states advance, so no
- * step calls another and nothing recurses. */
+/* Moves a connection forward until it has to wait, or closes it. The only place states
+ * advance, so no step calls another and nothing recurses; and the only place a step's
+ * STEP_CLOSE is acted on, so c is not touched after it is freed. */
 static void conn_drive(struct conn *c)
 {
     for (;;) {
@@ -546,10 +546,14 @@ static void conn_drive(struct conn *c)
             break;
         case C_BUSY:
         default:
-            conn_want(c, 0);
+            st = conn_wait(c, 0);
+            break;
+        }
+        if (st == STEP_CLOSE) {
+            conn_close(c);
             return;
         }
-        if (st != STEP_PROGRESS)
+        if (st == STEP_WAIT)
             return;
     }
 }
