@@ -203,6 +203,11 @@ bool mw_http_parser_take_continue(struct mw_http_parser *p)
     return true;
 }
 
+bool mw_http_parser_in_body(const struct mw_http_parser *p)
+{
+    return p->state == ST_BODY;
+}
+
 /* request-line = method SP request-target SP HTTP-version, single spaces, nothing else. */
 static enum mw_http_result parse_request_line(struct mw_http_parser *p, const uint8_t *s, size_t n)
 {

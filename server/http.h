@@ -173,6 +173,10 @@ enum mw_http_result mw_http_parser_feed(struct mw_http_parser *p, const void *da
  * then writes MW_HTTP_CONTINUE before reading on. */
 bool mw_http_parser_take_continue(struct mw_http_parser *p);
 
+/* True while the head has been accepted and body bytes are still due: the time from here on
+ * is the body's (the server's body-timeout), not the head's. */
+bool mw_http_parser_in_body(const struct mw_http_parser *p);
+
 /* After MW_HTTP_DONE: moves the request into *out (the body's memory goes with it) so it can
  * outlive the parser or go to another thread; the caller releases it with
  * mw_http_request_cleanup(). p is reset for the next request. */

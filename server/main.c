@@ -53,6 +53,8 @@ struct serve_conf {
     int64_t body_max;
     int64_t header_timeout;
     int64_t body_timeout;
+    int64_t write_timeout;
+    int64_t write_total_timeout;
     int64_t idle_timeout;
     int64_t shutdown_grace;
     int64_t pull_limit;
@@ -85,7 +87,11 @@ static const struct mw_conf_entry serve_table[] = {
     {"header-timeout", MW_CONF_DURATION, OFF(header_timeout), 100, 3600000, "10s",
      "time for the TLS handshake and a request's head"},
     {"body-timeout", MW_CONF_DURATION, OFF(body_timeout), 100, 3600000, "60s",
-     "time for a request's body"},
+     "time for a request's body, from the end of its head"},
+    {"write-timeout", MW_CONF_DURATION, OFF(write_timeout), 100, 3600000, "60s",
+     "time a client may take to read more of an answer (each read restarts it)"},
+    {"write-total-timeout", MW_CONF_DURATION, OFF(write_total_timeout), 100, 86400000, "10m",
+     "time for a whole answer, however steadily it is read"},
     {"idle-timeout", MW_CONF_DURATION, OFF(idle_timeout), 100, 86400000, "120s",
      "keep-alive connection without a request"},
     {"shutdown-grace", MW_CONF_DURATION, OFF(shutdown_grace), 0, 3600000, "10s",
@@ -374,6 +380,8 @@ static int cmd_serve(int argc, char **argv)
         .body_max = (size_t)c.body_max,
         .header_timeout_ms = c.header_timeout,
         .body_timeout_ms = c.body_timeout,
+        .write_timeout_ms = c.write_timeout,
+        .write_total_timeout_ms = c.write_total_timeout,
         .idle_timeout_ms = c.idle_timeout,
         .shutdown_grace_ms = c.shutdown_grace,
         .pull_limit_default = (int)c.pull_limit,

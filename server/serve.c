@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/sockios.h> /* SIOCOUTQ */
 #include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -62,11 +64,14 @@ struct conn {
     bool over_limit;      /* answer 503 to the first request, then close */
     bool close_after;     /* close once the answer is out */
     bool in_request;      /* bytes of a request have arrived (header timeout runs) */
+    bool in_body;         /* its head is in and its body is arriving (body timeout runs) */
     struct mw_http_parser *parser; /* only while a request is being read */
     struct mw_buf pending; /* bytes read past the request being served (pipelining) */
     struct mw_buf out;
     size_t out_off;
-    int64_t deadline_ms;
+    int64_t deadline_ms;  /* the tick closes the connection past it (not while C_BUSY) */
+    int64_t write_cap_ms; /* C_WRITE: the whole answer must be out by then */
+    int backlog;          /* C_WRITE: answer bytes the kernel held at the last progress */
     size_t lingered;      /* bytes dropped in C_LINGER */
     bool linger;          /* the answer may leave unread input: linger before closing */
     struct job *job;      /* the request at a worker, or NULL */
@@ -181,12 +186,48 @@ static enum step conn_wait(struct conn *c, uint32_t events)
 
 static void conn_drive(struct conn *c);
 
+static int64_t min_ms(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Bytes the kernel still holds for the client, sent but not acknowledged or not sent yet;
+ * -1 when it cannot say. */
+static int socket_backlog(int fd)
+{
+    int n = 0;
+    if (ioctl(fd, SIOCOUTQ, &n) != 0)
+        return -1;
+    return n;
+}
+
+/* The client took more of the answer: it gets write-timeout more to take the next bytes, up
+ * to the answer's cap. A fixed deadline would cut off a slow link that is making progress;
+ * the cap still ends a client that reads a byte now and then to hold the connection. */
+static void write_progress(struct conn *c, int64_t now)
+{
+    c->deadline_ms = min_ms(now + c->srv->cfg->write_timeout_ms, c->write_cap_ms);
+    c->backlog = socket_backlog(c->watch.fd);
+}
+
+/* Whether the client took bytes the kernel held for it since the last progress. Our own
+ * writes are not enough to tell: a socket's send buffer grows to megabytes, and the kernel
+ * reports it writable again only once a good part of it has drained, which on a slow link
+ * takes longer than write-timeout while the client reads steadily all along. */
+static bool write_drained(const struct conn *c)
+{
+    int now = socket_backlog(c->watch.fd);
+    return now >= 0 && c->backlog >= 0 && now < c->backlog;
+}
+
 /* An answer is complete in c->out (after any bytes still unsent there): the driver sends it
  * next. */
 static void conn_send(struct conn *c)
 {
+    int64_t now = mw_loop_now_ms();
     c->state = C_WRITE;
-    c->deadline_ms = mw_loop_now_ms() + c->srv->cfg->idle_timeout_ms;
+    c->write_cap_ms = now + c->srv->cfg->write_total_timeout_ms;
+    write_progress(c, now);
 }
 
 static void log_request(const struct job *j, int status)
@@ -291,6 +332,7 @@ static enum step conn_dispatch(struct conn *c)
     mw_free(c->parser);
     c->parser = NULL;
     c->in_request = false;
+    c->in_body = false;
 
     j->t0_us = now_us();
     j->conn = c;
@@ -370,6 +412,7 @@ static void conn_reject(struct conn *c)
     c->close_after = true;
     c->linger = true;
     c->in_request = false;
+    c->in_body = false;
     (void)rc; /* out of memory: nothing more to say, the write step just closes */
     conn_send(c);
 }
@@ -409,13 +452,18 @@ static enum step conn_feed(struct conn *c, const uint8_t *data, size_t len, size
         c->deadline_ms = mw_loop_now_ms() + c->srv->cfg->header_timeout_ms;
     }
     enum mw_http_result r = mw_http_parser_feed(c->parser, data, len, used);
+    if (!c->in_body && mw_http_parser_in_body(c->parser)) {
+        /* The head is in: from here the body has body-timeout, however long the head took
+         * (header-timeout bounds that) and whether or not the client asked for 100. */
+        c->in_body = true;
+        c->deadline_ms = mw_loop_now_ms() + c->srv->cfg->body_timeout_ms;
+    }
     if (mw_http_parser_take_continue(c->parser)) {
         /* Queued in the one output buffer and pushed out now; what the socket does not take
          * goes ahead of the answer. A client that does not get it sends the body anyway
          * after its own short wait, as RFC 9110 allows. */
         if (mw_buf_append_str(&c->out, MW_HTTP_CONTINUE) == MW_OK)
             out_push(c);
-        c->deadline_ms = mw_loop_now_ms() + c->srv->cfg->body_timeout_ms;
     }
     if (r == MW_HTTP_DONE)
         return conn_dispatch(c);
@@ -469,7 +517,10 @@ static enum step read_step(struct conn *c)
 
 static enum step write_step(struct conn *c)
 {
+    size_t sent = c->out_off;
     enum mw_tls_status ts = out_push(c);
+    if (c->out_off > sent)
+        write_progress(c, mw_loop_now_ms());
     if (ts == MW_TLS_WANT_READ || ts == MW_TLS_WANT_WRITE)
         return conn_wait(c, ts == MW_TLS_WANT_READ ? MW_LOOP_READ : MW_LOOP_WRITE);
     if (ts != MW_TLS_OK)
@@ -720,11 +771,24 @@ static void on_tick(void *arg)
             conn_close(c);
             continue;
         }
+        if (c->state == C_WRITE && now >= c->deadline_ms && now < c->write_cap_ms &&
+            write_drained(c)) {
+            write_progress(c, now);
+            continue;
+        }
         if (c->state != C_BUSY && now >= c->deadline_ms) {
-            if (c->in_request || c->state == C_HANDSHAKE)
-                MW_LOG(MW_LOG_INFO, NULL, "%s: timed out %s", c->peer,
-                       c->state == C_HANDSHAKE ? "in the TLS handshake"
-                                               : "waiting for the request");
+            const char *what = NULL;
+            if (c->state == C_HANDSHAKE)
+                what = "in the TLS handshake";
+            else if (c->state == C_WRITE)
+                what = now >= c->write_cap_ms ? "sending the answer (write-total-timeout)"
+                                              : "sending the answer (write-timeout)";
+            else if (c->state == C_READ && c->in_body)
+                what = "waiting for the request body";
+            else if (c->state == C_READ && c->in_request)
+                what = "waiting for the request head";
+            if (what) /* an idle keep-alive connection ending is not news */
+                MW_LOG(MW_LOG_INFO, NULL, "%s: timed out %s", c->peer, what);
             conn_close(c);
         }
     }
@@ -833,8 +897,9 @@ static enum mw_err check_config(const struct mw_serve_config *cfg, struct mw_err
         return mw_fail(err, MW_EINVAL, "max-connections must be 1..1000000");
     if (cfg->body_max < 1024 || cfg->body_max > 1024u * 1024u * 1024u)
         return mw_fail(err, MW_EINVAL, "body-max must be 1 KiB..1 GiB");
-    if (cfg->header_timeout_ms < 100 || cfg->body_timeout_ms < 100 ||
-        cfg->idle_timeout_ms < 100 || cfg->shutdown_grace_ms < 0)
+    if (cfg->header_timeout_ms < 100 || cfg->body_timeout_ms < 100 || cfg->idle_timeout_ms < 100 ||
+        cfg->write_timeout_ms < 100 || cfg->write_total_timeout_ms < 100 ||
+        cfg->shutdown_grace_ms < 0)
         return mw_fail(err, MW_EINVAL, "timeouts must be at least 100ms");
     return MW_OK;
 }

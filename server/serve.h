@@ -4,9 +4,9 @@
  *
  * Connection lifecycle: handshake -> read a request -> (worker) -> write the answer ->
  * keep-alive (read the next) or close. Bounded everywhere: header bytes and time, body
- * bytes and time, idle time, connections (past the limit a connection gets one 503 with
- * Retry-After and is closed), waiting requests (past the queue bound: 503 + Retry-After).
- * An idle keep-alive connection holds only its socket and its TLS state.
+ * bytes and time, answer time (per stall and in total), idle time, connections (past the limit a
+ * connection gets one 503 with Retry-After and is closed), waiting requests (past the queue bound:
+ * 503 + Retry-After). An idle keep-alive connection holds only its socket and its TLS state.
  *
  * Thread safety: mw_serve_run blocks the calling thread (the I/O thread) until SIGTERM or
  * SIGINT, which it handles itself while running. */
@@ -27,7 +27,11 @@ struct mw_serve_config {
     int max_connections;     /* client connections served at once */
     size_t body_max;         /* request body bound, before and after gzip (413) */
     int64_t header_timeout_ms;   /* handshake + request head must arrive within this */
-    int64_t body_timeout_ms;     /* the body, once the head is in */
+    int64_t body_timeout_ms;     /* the whole body, from the moment the head is in */
+    int64_t write_timeout_ms;    /* an answer the client takes no byte of for this long is
+                                    dropped; each write that moves bytes, and each time the
+                                    kernel is seen to have delivered some, restarts it */
+    int64_t write_total_timeout_ms; /* the whole answer must be out within this */
     int64_t idle_timeout_ms;     /* keep-alive connection without a request */
     int64_t shutdown_grace_ms;   /* in-flight requests get this long at SIGTERM */
     int pull_limit_default;      /* changes per pull page when the client gives no limit */

@@ -268,6 +268,8 @@ static int setup(void **state)
         .body_max = 64 * 1024,
         .header_timeout_ms = 10000,
         .body_timeout_ms = 10000,
+        .write_timeout_ms = 10000,
+        .write_total_timeout_ms = 60000,
         .idle_timeout_ms = 30000,
         .shutdown_grace_ms = 1000,
         .pull_limit_default = 100,

@@ -730,6 +730,35 @@ static void test_http_expect_continue(void **state)
     mw_http_parser_cleanup(&p);
 }
 
+/* The body's time starts when the head is in, with or without 100-continue. */
+static void test_http_in_body(void **state)
+{
+    (void)state;
+    struct mw_http_parser p;
+    size_t used = 0;
+
+    mw_http_parser_init(&p, 0, 0);
+    assert_false(mw_http_parser_in_body(&p));
+    assert_int_equal(parse(&p, "POST /v1/sync/push HTTP/1.1\r\nHost: h\r\nContent-Le", &used),
+                     MW_HTTP_NEED_MORE);
+    assert_false(mw_http_parser_in_body(&p)); /* still the head */
+    assert_int_equal(parse(&p, "ngth: 4\r\n\r\nbo", &used), MW_HTTP_NEED_MORE);
+    assert_true(mw_http_parser_in_body(&p));
+    assert_int_equal(parse(&p, "dy", &used), MW_HTTP_DONE);
+    assert_false(mw_http_parser_in_body(&p));
+
+    /* No body, or a refused head: never in a body. */
+    mw_http_parser_reset(&p);
+    assert_int_equal(parse(&p, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", &used), MW_HTTP_DONE);
+    assert_false(mw_http_parser_in_body(&p));
+    mw_http_parser_reset(&p);
+    assert_int_equal(
+        parse(&p, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999\r\n\r\n", &used),
+        MW_HTTP_ERROR);
+    assert_false(mw_http_parser_in_body(&p));
+    mw_http_parser_cleanup(&p);
+}
+
 static void test_http_take_request(void **state)
 {
     (void)state;
@@ -1136,6 +1165,7 @@ int main(void)
         cmocka_unit_test(test_http_smuggling_and_syntax_refused),
         cmocka_unit_test(test_http_target_bound),
         cmocka_unit_test(test_http_expect_continue),
+        cmocka_unit_test(test_http_in_body),
         cmocka_unit_test(test_http_take_request),
         cmocka_unit_test(test_http_query_param),
         cmocka_unit_test(test_http_query_from_parsed_request),
