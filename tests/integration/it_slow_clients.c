@@ -3,7 +3,7 @@
  * off.
  *
  * The server runs with header-timeout 2 s, body-timeout 20 s, write-timeout 3 s and
- * write-total-timeout 30 s. idle-timeout is as small as write-timeout: before write-timeout
+ * write-total-timeout 45 s. idle-timeout is as small as write-timeout: before write-timeout
  * existed the deadline for sending an answer was idle-timeout, fixed when the answer was
  * ready, so the slow reader below fails against such a server.
  *  - a 200 KiB body sent at 20 KiB/s (10 s, far past header-timeout) is answered 200;
@@ -36,7 +36,7 @@
 #define HEADER_TIMEOUT_S      2
 #define BODY_TIMEOUT_S        20
 #define WRITE_TIMEOUT_S       3
-#define WRITE_TOTAL_TIMEOUT_S 30
+#define WRITE_TOTAL_TIMEOUT_S 45
 /* Slack for a loaded machine: how much later than its deadline a close may come. */
 #define SLACK_MS              15000
 
