@@ -44,6 +44,8 @@ static char *app_ci; /* the runtime role's login */
  * stopped cluster could not even be shut down). */
 static pid_t stopped[256];
 static int n_stopped;
+/* The server a test runs, stopped at its teardown if the test failed on the way. */
+static struct srvtest *running;
 
 static double now_s(void)
 {
@@ -594,6 +596,7 @@ static void a_dba_row_lock_costs_only_the_pushes_that_need_it(void **state)
      * within the bound asserted below. */
     const char *flags[] = {"--workers", "4", "--db-lock-timeout", "1s", NULL};
     struct srvtest *srv = srvtest_start_with(flags);
+    running = srv;
     char *out = NULL;
     const char *loc[] = {"location", "add", "--name", "Dock", "--json", NULL};
     assert_int_equal(srvtest_admin(srv, &out, NULL, loc), 0);
@@ -694,6 +697,7 @@ static void a_dba_row_lock_costs_only_the_pushes_that_need_it(void **state)
                      9);
     free(a_body);
     free(uid);
+    running = NULL;
     assert_int_equal(srvtest_stop(srv), 0);
 }
 
@@ -753,6 +757,7 @@ static struct srvtest *start_on_cluster(const char *stmt_timeout, char *dev, cha
                            stmt_timeout, "--db-lock-timeout", "1s", "--shutdown-grace", "1s",
                            "--log-level", "debug", NULL};
     struct srvtest *srv = srvtest_start_with(flags);
+    running = srv;
     /* Let the housekeeping run at start (a second in) finish before anything is stopped. */
     assert_true(log_has(srv, "maintenance:", 30));
     if (dev && !dev[0]) {
@@ -805,6 +810,7 @@ static void a_stopped_postgres_gets_503_and_does_not_hang_the_stop(void **state)
         sleep_ms(200);
     }
     assert_int_equal(a.status, 200);
+    running = NULL;
     assert_int_equal(srvtest_stop(srv), 0);
 
     /* 2. A statement timeout of a minute, PostgreSQL stopped, a push in flight, SIGTERM: the
@@ -829,6 +835,7 @@ static void a_stopped_postgres_gets_503_and_does_not_hang_the_stop(void **state)
     assert_non_null(strstr(log, "cancelling their queries"));
     free(log);
     free(body);
+    running = NULL;
     srvtest_stop(srv);
 }
 
@@ -859,6 +866,10 @@ static int test_teardown(void **state)
 {
     (void)state;
     continue_stopped(); /* whatever a failed test left stopped */
+    if (running) {
+        srvtest_stop(running);
+        running = NULL;
+    }
     return 0;
 }
 
