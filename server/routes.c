@@ -70,7 +70,8 @@ static void db_unavailable(struct mw_route_ctx *ctx, const struct mw_error *err)
     if (err)
         MW_LOG(MW_LOG_WARN, ctx->cid, "database: %s", err->msg);
     mw_routes_error(ctx, 503, "unavailable",
-                    "the database is not reachable right now; retry later (nothing was applied)");
+                    "the database is not reachable or did not answer in time (a lock held "
+                    "elsewhere, a statement timeout); retry later (nothing was applied)");
 }
 
 static void handle_healthz(struct mw_route_ctx *ctx, PGconn *conn)
