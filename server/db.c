@@ -204,7 +204,7 @@ static void start_cancel(PGconn *conn)
     bool started = false;
     if (c && pthread_attr_init(&attr) == 0) {
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, 64 * 1024);
+        pthread_attr_setstacksize(&attr, 256 * 1024); /* PQcancel and one log line */
         /* The thread takes no signals: the server's handlers belong to the threads it knows. */
         sigset_t all, old;
         sigfillset(&all);
@@ -390,6 +390,11 @@ static enum mw_err run(PGconn *conn, enum mw_db_wait wait, bool with_limits, boo
     *res_out = NULL;
     if (!conn || PQstatus(conn) != CONNECTION_OK)
         return mw_db_fail(err, conn, NULL, "PostgreSQL connection lost");
+    if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
+        /* Left over from a pipeline that failed half-way: what it still owes is unknown. */
+        drop(conn, state_of(conn));
+        return mw_fail(err, MW_EDB, "database: connection left in pipeline mode; dropped");
+    }
     bool was_nb = PQisnonblocking(conn);
     if (!was_nb && PQsetnonblocking(conn, 1) != 0)
         return mw_db_fail(err, conn, NULL, "non-blocking mode");

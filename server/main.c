@@ -106,7 +106,7 @@ static void print_table_help(const struct mw_conf_entry *t, size_t n)
     for (size_t i = 0; i < n; i++) {
         char flag[48];
         snprintf(flag, sizeof flag, "--%s", t[i].key);
-        printf("  %-20s %s", flag, t[i].help);
+        printf("  %-24s %s", flag, t[i].help);
         if (t[i].def)
             printf(" [%s]", t[i].def);
         printf("\n");
@@ -122,7 +122,7 @@ static const char *const serve_intro =
     "what devices verify the server with). SIGTERM or SIGINT stops it cleanly.\n"
     "\n"
     "Flags (each also a 'key = value' line in the config file; flags win):\n"
-    "  --config FILE        read settings from FILE first\n";
+    "  --config FILE            read settings from FILE first\n";
 
 static int setup_logging(const char *level_name)
 {
