@@ -75,7 +75,9 @@ enum mw_err mw_auth_device(PGconn *conn, const char *bearer_token,
         return rc;
 
     const char *params[1] = {hash};
-    res = PQexecParams(conn, AUTH_SQL, 1, NULL, params, NULL, NULL, 0);
+    rc = mw_db_query(conn, MW_DB_REQUEST, AUTH_SQL, 1, params, &res, err);
+    if (rc != MW_OK)
+        goto fail;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         /* The statement is fixed text; the hash is a parameter and never in the message. */
         rc = mw_db_fail(err, conn, res, "authenticate device");

@@ -58,6 +58,8 @@ struct serve_conf {
     int64_t idle_timeout;
     int64_t shutdown_grace;
     int64_t pull_limit;
+    int64_t db_statement_timeout;
+    int64_t db_lock_timeout;
 };
 
 #define OFF(f) offsetof(struct serve_conf, f)
@@ -98,6 +100,10 @@ static const struct mw_conf_entry serve_table[] = {
      "time requests in flight get at SIGTERM"},
     {"pull-limit", MW_CONF_INT, OFF(pull_limit), 1, 5000, "500",
      "changes per pull page when the device gives no limit"},
+    {"db-statement-timeout", MW_CONF_DURATION, OFF(db_statement_timeout), 0, 86400000, "30s",
+     "a request's SQL statement, and the wait for PostgreSQL past it (0s: the database's)"},
+    {"db-lock-timeout", MW_CONF_DURATION, OFF(db_lock_timeout), 0, 86400000, "5s",
+     "a request's wait for a row lock before 503 (0s: the database's)"},
 };
 #define SERVE_TABLE_N (sizeof serve_table / sizeof serve_table[0])
 
@@ -106,7 +112,7 @@ static void print_table_help(const struct mw_conf_entry *t, size_t n)
     for (size_t i = 0; i < n; i++) {
         char flag[48];
         snprintf(flag, sizeof flag, "--%s", t[i].key);
-        printf("  %-20s %s", flag, t[i].help);
+        printf("  %-24s %s", flag, t[i].help);
         if (t[i].def)
             printf(" [%s]", t[i].def);
         printf("\n");
@@ -122,7 +128,7 @@ static const char *const serve_intro =
     "what devices verify the server with). SIGTERM or SIGINT stops it cleanly.\n"
     "\n"
     "Flags (each also a 'key = value' line in the config file; flags win):\n"
-    "  --config FILE        read settings from FILE first\n";
+    "  --config FILE            read settings from FILE first\n";
 
 static int setup_logging(const char *level_name)
 {
@@ -385,6 +391,8 @@ static int cmd_serve(int argc, char **argv)
         .idle_timeout_ms = c.idle_timeout,
         .shutdown_grace_ms = c.shutdown_grace,
         .pull_limit_default = (int)c.pull_limit,
+        .db_statement_timeout_ms = (int)c.db_statement_timeout,
+        .db_lock_timeout_ms = (int)c.db_lock_timeout,
     };
     if (mw_serve_run(&sc, on_ready, NULL, &err) != MW_OK) {
         MW_LOG(MW_LOG_ERROR, NULL, "serve: %s", err.msg);

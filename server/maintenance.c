@@ -12,17 +12,20 @@ static enum mw_err step(PGconn *conn, const char *sql, long long *value, struct 
     enum mw_err rc = mw_db_exec(conn, "BEGIN", err);
     if (rc != MW_OK)
         return rc;
-    rc = mw_db_exec(conn, "SET LOCAL lock_timeout = '5s'", err);
+    /* Ten minutes is far more than any step has needed, and below the worker's wait of
+     * MW_DB_LONG_SILENCE_MS: PostgreSQL stops a runaway step before the server gives up. */
+    rc = mw_db_exec(conn, "SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '10min'",
+                    err);
     PGresult *res = NULL;
-    if (rc == MW_OK) {
-        res = PQexec(conn, sql);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK)
-            rc = mw_db_fail(err, conn, res, sql);
-        else if (value)
-            *value = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)
-                         ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
-                         : 0;
-    }
+    /* Not a request's timeouts: partitions and retention may take a while (db.h). */
+    if (rc == MW_OK)
+        rc = mw_db_query(conn, MW_DB_LONG, sql, 0, NULL, &res, err);
+    if (rc == MW_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+        rc = mw_db_fail(err, conn, res, sql);
+    else if (rc == MW_OK && value)
+        *value = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)
+                     ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
+                     : 0;
     PQclear(res);
     struct mw_error ignored = {0};
     if (rc == MW_OK)

@@ -27,10 +27,12 @@ struct worker {
 
 struct mw_pool {
     char *conninfo;
+    struct mw_db_limits limits; /* stop_fd is stop_efd */
     int queue_max;
     int nworkers;
     struct worker *workers;
     int efd;
+    int stop_efd; /* readable once the stop ends the workers' waits on PostgreSQL */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -40,6 +42,9 @@ struct mw_pool {
     size_t connected;                   /* guarded by mu */
     unsigned long reconnects;           /* guarded by mu */
     bool stopping;                      /* guarded by mu */
+    bool aborting;                      /* guarded by mu: jobs left get no connection */
+    int exited;                         /* guarded by mu: workers past their last job */
+    pthread_cond_t exit_cv;             /* signalled (with mu) when a worker exits */
     struct mw_job *done_head, *done_tail; /* guarded by mu: finished jobs */
     int started;
 };
@@ -60,10 +65,19 @@ static void set_connected(struct mw_pool *p, int delta, bool reconnect)
     pthread_mutex_unlock(&p->mu);
 }
 
-/* A healthy connection for the next job, or NULL while the database is unreachable. */
+static bool aborting(struct mw_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool a = p->aborting;
+    pthread_mutex_unlock(&p->mu);
+    return a;
+}
+
+/* A healthy connection for the next job, or NULL while the database is unreachable (or the
+ * stop has given up on it: the jobs left answer 503 at once). */
 static PGconn *worker_conn(struct worker *w)
 {
-    if (w->conn && PQstatus(w->conn) == CONNECTION_OK)
+    if (w->conn && PQstatus(w->conn) == CONNECTION_OK && !aborting(w->pool))
         return w->conn;
     if (w->conn) {
         PQfinish(w->conn);
@@ -71,10 +85,10 @@ static PGconn *worker_conn(struct worker *w)
         set_connected(w->pool, -1, false);
     }
     int64_t now = now_ms();
-    if (now < w->next_try_ms)
+    if (now < w->next_try_ms || aborting(w->pool))
         return NULL;
     struct mw_error err = {0};
-    if (mw_db_connect(w->pool->conninfo, &w->conn, &err) != MW_OK) {
+    if (mw_db_connect_limits(w->pool->conninfo, &w->pool->limits, &w->conn, &err) != MW_OK) {
         w->next_try_ms = now + RECONNECT_INTERVAL_MS;
         MW_LOG(MW_LOG_WARN, NULL, "database worker: %s", err.msg);
         return NULL;
@@ -110,8 +124,10 @@ static void *worker_main(void *arg)
         job->retry = false;
         PGconn *conn = worker_conn(w);
         job->run(job, conn);
-        if (job->retry && conn && PQstatus(conn) == CONNECTION_BAD) {
-            /* The connection died while idle; a fresh one gets the job once more. */
+        if (job->retry && conn && PQstatus(conn) == CONNECTION_BAD && !mw_db_dropped(conn)) {
+            /* The connection died while idle; a fresh one gets the job once more. (Not one
+             * that a bounded wait dropped: the database is sick, and what was in flight
+             * may have committed.) */
             job->retry = false;
             job->run(job, worker_conn(w));
         }
@@ -134,6 +150,10 @@ static void *worker_main(void *arg)
         w->conn = NULL;
         set_connected(p, -1, false);
     }
+    pthread_mutex_lock(&p->mu);
+    p->exited++;
+    pthread_cond_broadcast(&p->exit_cv);
+    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -148,10 +168,18 @@ enum mw_err mw_pool_new(const struct mw_pool_config *cfg, struct mw_pool **out,
     if (!p)
         return mw_fail(err, MW_ENOMEM, "pool: out of memory");
     p->efd = -1;
+    p->stop_efd = -1;
     p->queue_max = cfg->queue_max;
     p->nworkers = cfg->workers;
+    p->limits.statement_timeout_ms = cfg->statement_timeout_ms > 0 ? cfg->statement_timeout_ms : 0;
+    p->limits.lock_timeout_ms = cfg->lock_timeout_ms > 0 ? cfg->lock_timeout_ms : 0;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->exit_cv, &ca);
+    pthread_condattr_destroy(&ca);
     p->conninfo = mw_strdup(cfg->conninfo);
     p->workers = mw_calloc((size_t)cfg->workers, sizeof *p->workers);
     if (!p->conninfo || !p->workers) {
@@ -159,7 +187,9 @@ enum mw_err mw_pool_new(const struct mw_pool_config *cfg, struct mw_pool **out,
         return mw_fail(err, MW_ENOMEM, "pool: out of memory");
     }
     p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (p->efd < 0) {
+    p->stop_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    p->limits.stop_fd = p->stop_efd;
+    if (p->efd < 0 || p->stop_efd < 0) {
         int e = errno;
         mw_pool_free(p);
         return mw_fail(err, MW_EIO, "pool: eventfd: %s", strerror(e));
@@ -177,6 +207,27 @@ enum mw_err mw_pool_new(const struct mw_pool_config *cfg, struct mw_pool **out,
     return MW_OK;
 }
 
+/* Waits until every started worker has exited, or ms have passed; returns those left. */
+static int wait_exited(struct mw_pool *p, int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&p->mu);
+    while (p->exited < p->started) {
+        if (pthread_cond_timedwait(&p->exit_cv, &p->mu, &until) == ETIMEDOUT)
+            break;
+    }
+    int left = p->started - p->exited;
+    pthread_mutex_unlock(&p->mu);
+    return left;
+}
+
 void mw_pool_free(struct mw_pool *p)
 {
     if (!p)
@@ -185,11 +236,38 @@ void mw_pool_free(struct mw_pool *p)
     p->stopping = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    int left = wait_exited(p, MW_POOL_STOP_WAIT_MS);
+    if (left > 0) {
+        MW_LOG(MW_LOG_WARN, NULL,
+               "stopping: %d database worker(s) still busy after %d ms; cancelling their "
+               "queries",
+               left, MW_POOL_STOP_WAIT_MS);
+        pthread_mutex_lock(&p->mu);
+        p->aborting = true;
+        pthread_mutex_unlock(&p->mu);
+        uint64_t one = 1;
+        ssize_t wr = write(p->stop_efd, &one, sizeof one);
+        (void)wr; /* cannot fail on a fresh eventfd; readable from here on */
+        left = wait_exited(p, MW_POOL_STOP_ABANDON_MS);
+    }
+    if (left > 0) {
+        /* Inside libpq where no wait of ours reaches (a connect to a database that does
+         * not answer, bounded by connect_timeout). Their jobs, the pool and its fds stay
+         * as they are: the process is about to exit. */
+        MW_LOG(MW_LOG_ERROR, NULL,
+               "stopping: %d database worker(s) did not stop within %d ms; exiting without "
+               "them",
+               left, MW_POOL_STOP_WAIT_MS + MW_POOL_STOP_ABANDON_MS);
+        return;
+    }
     for (int i = 0; i < p->started; i++)
         pthread_join(p->workers[i].thread, NULL);
     mw_pool_drain(p);
     if (p->efd >= 0)
         close(p->efd);
+    if (p->stop_efd >= 0)
+        close(p->stop_efd);
+    pthread_cond_destroy(&p->exit_cv);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     mw_free(p->workers);

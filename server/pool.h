@@ -6,7 +6,16 @@
  * the caller answers 503 with Retry-After. A worker whose connection broke (PostgreSQL
  * restarted) finds out in the job that uses it next; when that job sets retry, the worker
  * reconnects and runs it once more (see struct mw_job). While it cannot reconnect, jobs run
- * with conn == NULL and answer 503 themselves.
+ * with conn == NULL and answer 503 themselves. Every wait of a worker on PostgreSQL is
+ * bounded (db.h: the statement and lock timeouts per transaction, and the server's own wait
+ * past them); a connection such a wait dropped is not run again (its work may have
+ * committed).
+ *
+ * Stopping is bounded too: mw_pool_free lets the running jobs finish for
+ * MW_POOL_STOP_WAIT_MS, then ends their waits on PostgreSQL (cancels their queries, drops
+ * their connections; the jobs answer 503) and waits MW_POOL_STOP_ABANDON_MS more, then gives
+ * up on the workers still inside libpq (a connect to a database that does not answer),
+ * logging it, and returns without them.
  * Thread safety: submit, drain and stats from the I/O thread; run() on a worker thread. */
 #ifndef MIDWAY_SERVER_POOL_H
 #define MIDWAY_SERVER_POOL_H
@@ -32,10 +41,16 @@ struct mw_job {
     bool retry;
 };
 
+/* Phases of a stop (see above): finishing normally, then with PostgreSQL waits ended. */
+#define MW_POOL_STOP_WAIT_MS 5000
+#define MW_POOL_STOP_ABANDON_MS 5000
+
 struct mw_pool_config {
-    const char *conninfo; /* runtime role; copied */
-    int workers;          /* threads (and connections), 1..256 */
-    int queue_max;        /* jobs allowed to wait, 1..100000 */
+    const char *conninfo;     /* runtime role; copied */
+    int workers;              /* threads (and connections), 1..256 */
+    int queue_max;            /* jobs allowed to wait, 1..100000 */
+    int statement_timeout_ms; /* per transaction, 0 = the database's setting (db.h) */
+    int lock_timeout_ms;      /* per transaction, 0 = the database's setting */
 };
 
 struct mw_pool_stats {
@@ -53,7 +68,10 @@ MW_NODISCARD enum mw_err mw_pool_new(const struct mw_pool_config *cfg, struct mw
                                      struct mw_error *err);
 
 /* Finishes every job already submitted (their done() calls happen in mw_pool_drain, which
- * this calls at the end), stops the workers and closes their connections. NULL-safe. */
+ * this calls at the end), stops the workers and closes their connections. NULL-safe.
+ * Bounded (see above): when it has to give up on a worker, it logs so and returns leaving
+ * the pool allocated and that worker running its job; the caller must then exit the process
+ * without touching what the jobs use (the server does: this is its last step but one). */
 void mw_pool_free(struct mw_pool *pool);
 
 /* Queues job. MW_EFULL when queue_max jobs are already waiting (nothing queued), MW_EBUSY

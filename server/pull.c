@@ -204,8 +204,10 @@ static bool get_i32(const PGresult *r, int row, int col, int32_t *out)
 static PGresult *query(struct page *pg, const char *sql, int n, const char *const *params,
                        const char *what, struct mw_error *err)
 {
-    PGresult *res = PQexecParams(pg->conn, sql, n, NULL, params, NULL, NULL, 0);
-    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+    PGresult *res = NULL;
+    if (mw_db_query(pg->conn, MW_DB_REQUEST, sql, n, params, &res, err) != MW_OK)
+        return NULL;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         mw_db_fail(err, pg->conn, res, what);
         PQclear(res);
         return NULL;
@@ -866,13 +868,13 @@ enum mw_err mw_pull_page(PGconn *conn, const char *cursor, int limit, struct mw_
     pg.conn = conn;
     pg.limit = limit ? limit : MW_PULL_LIMIT_DEFAULT;
 
-    res = PQexec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        rc = mw_db_fail(err, conn, res, "pull: begin");
+    /* With the connection's statement and lock timeouts (db.h), in the same round trip. */
+    rc = mw_db_begin(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
+    if (rc != MW_OK) {
+        mw_fail(err, rc, "pull: begin");
         goto fail;
     }
     in_tx = true;
-    PQclear(res);
     /* The first statement takes the transaction's snapshot: xmin and the horizon are read
      * in it, and every later read of this page sees the same database. */
     res = query(&pg,
@@ -941,7 +943,9 @@ enum mw_err mw_pull_page(PGconn *conn, const char *cursor, int limit, struct mw_
     rc = mw_proto_pull_end(&pg.enc, pg.cursor, pg.has_more, err);
     if (rc != MW_OK)
         goto fail;
-    res = PQexec(conn, "COMMIT");
+    rc = mw_db_query(conn, MW_DB_REQUEST, "COMMIT", 0, NULL, &res, err);
+    if (rc != MW_OK)
+        goto fail;
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         rc = mw_db_fail(err, conn, res, "pull: commit");
         goto fail;
@@ -950,8 +954,12 @@ enum mw_err mw_pull_page(PGconn *conn, const char *cursor, int limit, struct mw_
     return MW_OK;
 fail:
     PQclear(res);
-    if (in_tx)
-        PQclear(PQexec(conn, "ROLLBACK"));
+    res = NULL;
+    if (in_tx && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
+        struct mw_error ignored = {0};
+        if (mw_db_query(conn, MW_DB_REQUEST, "ROLLBACK", 0, NULL, &res, &ignored) == MW_OK)
+            PQclear(res);
+    }
     out->len = start;
     if (out->data)
         out->data[start] = '\0';

@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -195,6 +194,7 @@ struct move {
 /* What a statement of a round trip is, so its answer goes to the right reader. */
 enum step {
     ST_BEGIN,
+    ST_LIMITS,
     ST_DEVICE,
     ST_RECEIVED,
     ST_USERS,
@@ -435,28 +435,19 @@ static enum mw_err pipe_flush(struct batch *b, struct mw_error *err)
         mw_db_fail(err, b->conn, NULL, "pipeline sync");
         return MW_EDB;
     }
-    for (;;) {
-        int f = PQflush(b->conn);
-        if (f == 0)
-            return MW_OK;
-        if (f < 0) {
-            mw_db_fail(err, b->conn, NULL, "send to PostgreSQL");
-            return MW_EDB;
-        }
-        struct pollfd pfd = {PQsocket(b->conn), POLLIN | POLLOUT, 0};
-        if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
-            return mw_fail(err, MW_EDB, "reconcile: poll: %s", strerror(errno));
-        if ((pfd.revents & (POLLIN | POLLERR | POLLHUP)) && PQconsumeInput(b->conn) != 1) {
-            mw_db_fail(err, b->conn, NULL, "read from PostgreSQL");
-            return MW_EDB;
-        }
-    }
+    /* Bounded (db.h): a PostgreSQL that stops reading costs this batch a 503, and the
+     * connection, not the worker. */
+    return mw_db_flush(b->conn, err);
 }
 
 /* The answer to statement k: the PGresult (caller PQclears) if it has the status its step
  * wants, else NULL with *err filled and the SQLSTATE noted for the retry decision. */
 static PGresult *pipe_result(struct batch *b, int k, struct mw_error *err)
 {
+    /* Every PQgetResult below is preceded by a bounded wait: it would block for ever on a
+     * PostgreSQL that stopped answering. */
+    if (mw_db_await(b->conn, err) != MW_OK)
+        return NULL;
     PGresult *res = PQgetResult(b->conn);
     ExecStatusType want = b->pipe_step[k] == ST_BEGIN || b->pipe_step[k] == ST_WRITE
                               ? PGRES_COMMAND_OK
@@ -468,6 +459,10 @@ static PGresult *pipe_result(struct batch *b, int k, struct mw_error *err)
         return NULL;
     }
     /* Each statement's results end with a NULL. */
+    if (mw_db_await(b->conn, err) != MW_OK) {
+        PQclear(res);
+        return NULL;
+    }
     PGresult *end = PQgetResult(b->conn);
     if (end) {
         PQclear(end);
@@ -488,6 +483,12 @@ static enum mw_err pipe_close(struct batch *b, enum mw_err rc, struct mw_error *
     if (b->pipe_n == 0)
         PQexitPipelineMode(b->conn);
     while (PQpipelineStatus(b->conn) != PQ_PIPELINE_OFF && PQstatus(b->conn) == CONNECTION_OK) {
+        struct mw_error late = {0};
+        if (mw_db_await(b->conn, &late) != MW_OK) {
+            if (rc == MW_OK)
+                rc = mw_fail(err, MW_EDB, "%s", late.msg);
+            break; /* the connection is gone (dropped): nothing more to read */
+        }
         PGresult *res = PQgetResult(b->conn);
         if (!res) {
             /* A NULL ends each statement's results; two in a row: nothing more will come. */
@@ -1426,11 +1427,17 @@ static enum mw_err write_late(struct batch *b, struct mw_error *err)
     return rc;
 }
 
-/* The first round trip: the device row first (one device's batches in arrival order), then
- * every read that needs no lock. */
+/* The first round trip: the transaction's statement and lock timeouts (db.h; every statement
+ * after them, the device and item locks included, runs under them), the device row (one
+ * device's batches in arrival order), then every read that needs no lock. */
 static enum mw_err send_reads(struct batch *b, struct mw_error *err)
 {
+    char bufs[2][16];
+    const char *limits[2];
+    mw_db_limits_params(b->conn, bufs, limits);
     enum mw_err rc = pipe_send(b, ST_BEGIN, "BEGIN", 0, NULL, "begin", err);
+    if (rc == MW_OK)
+        rc = pipe_send(b, ST_LIMITS, MW_DB_LIMITS_SQL, 2, limits, "set the timeouts", err);
     if (rc == MW_OK)
         rc = send_device(b, err);
     if (rc == MW_OK)
@@ -1487,6 +1494,7 @@ static enum mw_err take(struct batch *b, enum step step, PGresult *res, struct m
         take_counts(b, res);
         break;
     case ST_BEGIN:
+    case ST_LIMITS:
     case ST_WRITE:
         break;
     }
@@ -1564,10 +1572,13 @@ static bool retryable(const char *state, struct mw_reconcile_stats *st)
 
 static void rollback(struct batch *b)
 {
-    if (PQtransactionStatus(b->conn) == PQTRANS_IDLE)
-        return;
+    if (PQstatus(b->conn) != CONNECTION_OK || PQtransactionStatus(b->conn) == PQTRANS_IDLE)
+        return; /* a lost or dropped connection rolls back on the server's side */
     b->stats->statements++;
-    PQclear(PQexec(b->conn, "ROLLBACK"));
+    PGresult *res = NULL;
+    struct mw_error ignored = {0};
+    if (mw_db_query(b->conn, MW_DB_REQUEST, "ROLLBACK", 0, NULL, &res, &ignored) == MW_OK)
+        PQclear(res);
 }
 
 static void batch_cleanup(struct batch *b)

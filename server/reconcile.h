@@ -4,7 +4,8 @@
  *
  * How (one READ COMMITTED transaction, all statements parameterized, in three round trips:
  * each a libpq pipeline, so PostgreSQL runs its statements back to back):
- *   1. BEGIN; set_config('midway.device_id' / 'midway.user_id', ..., true) (SET LOCAL: the
+ *   1. BEGIN; the connection's statement and lock timeouts (db.h), for every statement
+ *      after them; set_config('midway.device_id' / 'midway.user_id', ..., true) (SET LOCAL: the
  *      row-level security policies of 006 read them) and lock the device row (FOR NO KEY
  *      UPDATE): one device's batches apply one at a time in arrival order, and a replay of a
  *      batch that is being applied waits, then finds its received_op rows. Bulk reads over
@@ -73,11 +74,11 @@
  * device should back off from: the caller answers 503 and the device retries later. */
 #define MW_RECONCILE_ATTEMPTS_MAX 5
 
-/* The most SQL statements one attempt sends: BEGIN, the device lock, 3 reads, 3 early writes,
- * the item locks, the counts read, 6 late writes, COMMIT. A batch whose every op type is
- * present and whose ops all need every read sends exactly this many; smaller mixes send
- * fewer. */
-#define MW_RECONCILE_STATEMENTS_MAX 17
+/* The most SQL statements one attempt sends: BEGIN, the timeouts (db.h), the device lock, 3
+ * reads, 3 early writes, the item locks, the counts read, 6 late writes, COMMIT. A batch whose
+ * every op type is present and whose ops all need every read sends exactly this many; smaller
+ * mixes send fewer. */
+#define MW_RECONCILE_STATEMENTS_MAX 18
 
 /* IntegrationEvent.source_system of the events the server itself writes (the 'sync' event
  * of each push, count discrepancies). */
@@ -116,7 +117,9 @@ void mw_reconcile_ctx_cleanup(struct mw_reconcile_ctx *ctx);
  * on ctx or its cleanup) and *stats (may be NULL) the counts; the batch is committed.
  * Errors, each with the whole batch rolled back (nothing is half-applied; the device may
  * send the same batch again): MW_EDB (PostgreSQL failed, or kept failing with retryable
- * errors; the SQLSTATE is in the message), MW_EAUTH (device_id is not a registered,
+ * errors; the SQLSTATE is in the message: 55P03 for a row lock, such as an item another
+ * transaction holds, not had within lock_timeout, 57014 for a statement past
+ * statement_timeout; or no answer within the connection's bound, db.h), MW_EAUTH (device_id is not a registered,
  * unrevoked device), MW_ENOMEM, MW_EIO (no randomness for a new item's resource_id),
  * MW_EINVAL (conn or push NULL, device_id not 1..MW_DEVICE_ID_MAX bytes). On failure
  * ctx->n_results is 0; *stats still counts the statements and attempts made. */

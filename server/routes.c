@@ -70,7 +70,8 @@ static void db_unavailable(struct mw_route_ctx *ctx, const struct mw_error *err)
     if (err)
         MW_LOG(MW_LOG_WARN, ctx->cid, "database: %s", err->msg);
     mw_routes_error(ctx, 503, "unavailable",
-                    "the database is not reachable right now; retry later (nothing was applied)");
+                    "the database is not reachable or did not answer in time (a lock held "
+                    "elsewhere, a statement timeout); retry later (nothing was applied)");
 }
 
 static void handle_healthz(struct mw_route_ctx *ctx, PGconn *conn)
@@ -79,10 +80,17 @@ static void handle_healthz(struct mw_route_ctx *ctx, PGconn *conn)
         mw_routes_error(ctx, 503, "unavailable", "database unreachable");
         return;
     }
-    PGresult *res = PQexec(conn, "SELECT 1");
-    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    /* Bounded like every request (db.h): a database that stops answering turns this into a
+     * 503 within the statement timeout and its grace, not a hung probe. */
+    PGresult *res = NULL;
+    struct mw_error err = {0};
+    bool ok = mw_db_query(conn, MW_DB_REQUEST, "SELECT 1", 0, NULL, &res, &err) == MW_OK &&
+              PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok && !err.msg[0])
+        mw_db_fail(&err, conn, res, "healthz");
     PQclear(res);
     if (!ok) {
+        MW_LOG(MW_LOG_WARN, ctx->cid, "healthz: %s", err.msg);
         mw_routes_error(ctx, 503, "unavailable", "database unreachable");
         return;
     }

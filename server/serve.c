@@ -922,6 +922,8 @@ enum mw_err mw_serve_run(const struct mw_serve_config *cfg, void (*ready)(void *
         .conninfo = cfg->db_conninfo,
         .workers = cfg->workers,
         .queue_max = cfg->queue_max,
+        .statement_timeout_ms = cfg->db_statement_timeout_ms,
+        .lock_timeout_ms = cfg->db_lock_timeout_ms,
     };
     int port = 0;
     rc = mw_tls_server_new(cfg->tls_cert, cfg->tls_key, &s.tls, err);

@@ -35,6 +35,8 @@ struct mw_serve_config {
     int64_t idle_timeout_ms;     /* keep-alive connection without a request */
     int64_t shutdown_grace_ms;   /* in-flight requests get this long at SIGTERM */
     int pull_limit_default;      /* changes per pull page when the client gives no limit */
+    int db_statement_timeout_ms; /* per request transaction, 0 = the database's (db.h) */
+    int db_lock_timeout_ms;      /* per request transaction, 0 = the database's */
 };
 
 /* Serves until SIGTERM or SIGINT, then stops accepting, lets requests in flight finish
