@@ -11,18 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Steps a statement that returns no rows and resets it. */
-static enum mw_err run_done(struct mw_store *s, sqlite3_stmt *st, const char *what,
-                            struct mw_error *err)
-{
-    int rc = sqlite3_step(st);
-    enum mw_err e = MW_OK;
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-        e = mw_store_fail(s, rc, err, "%s", what);
-    sqlite3_reset(st);
-    return e;
-}
-
 enum mw_err mw_cache_user_id(struct mw_store *s, const char *username, char out[MW_UUID_STR_SIZE],
                              struct mw_error *err)
 {
@@ -124,11 +112,9 @@ static enum mw_err apply_location(struct mw_store *s, const struct mw_change *c,
     enum mw_err rc;
     const struct mw_change_location *l = &c->u.location;
     if (c->op == MW_CHANGE_DELETE) {
-        rc = mw_store_stmt(s, "DELETE FROM locations WHERE location_id = ?1", &st, err);
-        if (rc != MW_OK)
-            return rc;
-        sqlite3_bind_int(st, 1, l->location_id);
-        return run_done(s, st, "pull: delete location", err);
+        int64_t id = l->location_id;
+        return mw_store_run(s, "DELETE FROM locations WHERE location_id = ?1", &id, 1,
+                            "pull: delete location", err);
     }
     rc = mw_store_stmt(s,
                        "INSERT INTO locations (location_id, name, address, is_active, gen)"
@@ -143,7 +129,7 @@ static enum mw_err apply_location(struct mw_store *s, const struct mw_change *c,
     bind_opt_text(st, 3, l->address);
     sqlite3_bind_int(st, 4, l->is_active ? 1 : 0);
     sqlite3_bind_int64(st, 5, gen);
-    return run_done(s, st, "pull: location", err);
+    return mw_store_run_stmt(s, st, "pull: location", err);
 }
 
 static enum mw_err apply_item(struct mw_store *s, const struct mw_change *c, int64_t gen,
@@ -157,7 +143,7 @@ static enum mw_err apply_item(struct mw_store *s, const struct mw_change *c, int
         if (rc != MW_OK)
             return rc;
         sqlite3_bind_text(st, 1, it->sku, -1, SQLITE_STATIC);
-        return run_done(s, st, "pull: delete item", err);
+        return mw_store_run_stmt(s, st, "pull: delete item", err);
     }
     char rid[MW_UUID_STR_SIZE];
     mw_uuid_format(&it->resource_id, rid);
@@ -168,7 +154,7 @@ static enum mw_err apply_item(struct mw_store *s, const struct mw_change *c, int
         return rc;
     sqlite3_bind_text(st, 1, rid, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, it->sku, -1, SQLITE_STATIC);
-    rc = run_done(s, st, "pull: item renamed", err);
+    rc = mw_store_run_stmt(s, st, "pull: item renamed", err);
     if (rc != MW_OK)
         return rc;
     /* Rule 4 of store.h: the server's quantity replaces server_quantity outright. */
@@ -191,7 +177,7 @@ static enum mw_err apply_item(struct mw_store *s, const struct mw_change *c, int
     bind_opt_text(st, 6, it->description);
     sqlite3_bind_int64(st, 7, it->updated_at_ms);
     sqlite3_bind_int64(st, 8, gen);
-    return run_done(s, st, "pull: item", err);
+    return mw_store_run_stmt(s, st, "pull: item", err);
 }
 
 /* names as a JSON array of strings, for users.roles. */
@@ -225,7 +211,7 @@ static enum mw_err apply_user(struct mw_store *s, const struct mw_change *c, int
         if (rc != MW_OK)
             return rc;
         sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
-        return run_done(s, st, "pull: delete user", err);
+        return mw_store_run_stmt(s, st, "pull: delete user", err);
     }
     /* A username freed by one user and taken by another: the newer row wins the name. */
     rc = mw_store_stmt(s, "DELETE FROM users WHERE username = ?1 AND user_id <> ?2", &st, err);
@@ -233,7 +219,7 @@ static enum mw_err apply_user(struct mw_store *s, const struct mw_change *c, int
         return rc;
     sqlite3_bind_text(st, 1, u->username, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, uid, -1, SQLITE_STATIC);
-    rc = run_done(s, st, "pull: user renamed", err);
+    rc = mw_store_run_stmt(s, st, "pull: user renamed", err);
     if (rc != MW_OK)
         return rc;
     struct mw_buf roles;
@@ -254,7 +240,7 @@ static enum mw_err apply_user(struct mw_store *s, const struct mw_change *c, int
         bind_opt_text(st, 4, u->last_name);
         sqlite3_bind_text(st, 5, (const char *)roles.data, (int)roles.len, SQLITE_STATIC);
         sqlite3_bind_int64(st, 6, gen);
-        rc = run_done(s, st, "pull: user", err);
+        rc = mw_store_run_stmt(s, st, "pull: user", err);
     }
     mw_buf_free(&roles);
     return rc;
@@ -270,7 +256,7 @@ static enum mw_err apply_permission(struct mw_store *s, const struct mw_change *
     if (rc != MW_OK)
         return rc;
     sqlite3_bind_text(st, 1, p->role, -1, SQLITE_STATIC);
-    rc = run_done(s, st, "pull: permissions", err);
+    rc = mw_store_run_stmt(s, st, "pull: permissions", err);
     if (rc != MW_OK || c->op == MW_CHANGE_DELETE)
         return rc;
     for (size_t i = 0; i < p->n_permissions; i++) {
@@ -283,7 +269,7 @@ static enum mw_err apply_permission(struct mw_store *s, const struct mw_change *
         sqlite3_bind_text(st, 1, p->role, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, p->permissions[i], -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, gen);
-        rc = run_done(s, st, "pull: permission", err);
+        rc = mw_store_run_stmt(s, st, "pull: permission", err);
         if (rc != MW_OK)
             return rc;
     }
@@ -330,12 +316,7 @@ enum mw_err mw_cache_drop_stale(struct mw_store *s, int64_t gen, struct mw_error
         " AND NOT EXISTS (SELECT 1 FROM outbox AS o WHERE o.sku = items.sku)",
     };
     for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
-        sqlite3_stmt *st = NULL;
-        enum mw_err rc = mw_store_stmt(s, sql[i], &st, err);
-        if (rc != MW_OK)
-            return rc;
-        sqlite3_bind_int64(st, 1, gen);
-        rc = run_done(s, st, "pull: end of snapshot", err);
+        enum mw_err rc = mw_store_run(s, sql[i], &gen, 1, "pull: end of snapshot", err);
         if (rc != MW_OK)
             return rc;
     }

@@ -118,26 +118,6 @@ static enum mw_err close_obj(struct mw_buf *b, enum mw_err rc, struct mw_error *
 
 /* ---- the transaction ------------------------------------------------------------------- */
 
-static enum mw_err query_text(struct mw_store *s, const char *sql, char *out, size_t size,
-                              struct mw_error *err)
-{
-    sqlite3_stmt *st = NULL;
-    out[0] = '\0';
-    enum mw_err rc = mw_store_stmt(s, sql, &st, err);
-    if (rc != MW_OK)
-        return rc;
-    int src = sqlite3_step(st);
-    if (src == SQLITE_ROW) {
-        const unsigned char *v = sqlite3_column_text(st, 0);
-        if (v)
-            snprintf(out, size, "%s", (const char *)v);
-    } else if (src != SQLITE_DONE) {
-        rc = mw_store_fail(s, src, err, "%.60s", sql);
-    }
-    sqlite3_reset(st);
-    return rc;
-}
-
 /* Refuses a new op once the outbox holds limit ops. MAX(seq) - MIN(seq) + 1 is read from the
  * rowid b-tree's ends (two page reads), and bounds the count from above because rows only
  * leave; the exact count (a scan) is needed only when that bound reaches the limit. Two
@@ -159,14 +139,8 @@ static enum mw_err check_limit(struct mw_store *s, int64_t limit, struct mw_erro
     sqlite3_reset(st);
     if (rc != MW_OK || span < limit)
         return rc;
-    rc = mw_store_stmt(s, "SELECT count(*) FROM outbox", &st, err);
-    if (rc != MW_OK)
-        return rc;
-    src = sqlite3_step(st);
-    int64_t n = src == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    if (src != SQLITE_ROW)
-        rc = mw_store_fail(s, src, err, "outbox size");
-    sqlite3_reset(st);
+    int64_t n = 0;
+    rc = mw_store_query_i64(s, "SELECT count(*) FROM outbox", NULL, 0, "outbox size", &n, err);
     if (rc == MW_OK && n >= limit)
         rc = mw_fail(err, MW_EFULL,
                      "outbox full: %lld ops are waiting to be sent (limit %lld); sync before "
@@ -181,9 +155,11 @@ static enum mw_err check_limit(struct mw_store *s, int64_t limit, struct mw_erro
 static enum mw_err next_op_id(struct mw_store *s, char out[MW_UUID_STR_SIZE], struct mw_error *err)
 {
     char a[64], b[64];
-    enum mw_err rc = query_text(s, "SELECT MAX(op_id) FROM outbox", a, sizeof(a), err);
+    enum mw_err rc = mw_store_query_text(s, "SELECT MAX(op_id) FROM outbox", NULL, 0,
+                                         "newest op_id", a, sizeof(a), err);
     if (rc == MW_OK)
-        rc = query_text(s, "SELECT last_op_id FROM sync_state WHERE id = 1", b, sizeof(b), err);
+        rc = mw_store_query_text(s, "SELECT last_op_id FROM sync_state WHERE id = 1", NULL, 0,
+                                 "last op_id", b, sizeof(b), err);
     if (rc != MW_OK)
         return rc;
     const char *top = strcmp(a, b) >= 0 ? a : b;
@@ -235,10 +211,7 @@ static enum mw_err insert_row(struct mw_store *s, const struct row *r, int64_t *
         sqlite3_bind_text(st, 8, r->sku, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 9, r->qty_delta);
     sqlite3_bind_int64(st, 10, mw_timestamp_now_ms());
-    int src = sqlite3_step(st);
-    if (src != SQLITE_DONE)
-        rc = mw_store_fail(s, src, err, "record op");
-    sqlite3_reset(st);
+    rc = mw_store_run_stmt(s, st, "record op", err);
     if (rc == MW_OK && seq_out)
         *seq_out = sqlite3_last_insert_rowid(mw_store_db(s));
     return rc;
@@ -259,11 +232,7 @@ static enum mw_err create_item(struct mw_store *s, const char *sku, const char *
     sqlite3_bind_int(st, 3, location_id);
     if (desc)
         sqlite3_bind_text(st, 4, desc, -1, SQLITE_STATIC);
-    int src = sqlite3_step(st);
-    if (src != SQLITE_DONE)
-        rc = mw_store_fail(s, src, err, "receive: new item");
-    sqlite3_reset(st);
-    return rc;
+    return mw_store_run_stmt(s, st, "receive: new item", err);
 }
 
 static enum mw_err record(struct mw_agent *a, const struct mw_agent_meta *meta, const struct rec *r,
@@ -634,54 +603,24 @@ enum mw_err mw_agent_record_event(struct mw_agent *a, const struct mw_agent_meta
 
 /* ---- answers --------------------------------------------------------------------------- */
 
-static enum mw_err exec_seq(struct mw_store *s, const char *sql, int64_t seq, const char *what,
-                            struct mw_error *err)
-{
-    sqlite3_stmt *st = NULL;
-    enum mw_err rc = mw_store_stmt(s, sql, &st, err);
-    if (rc != MW_OK)
-        return rc;
-    sqlite3_bind_int64(st, 1, seq);
-    int src = sqlite3_step(st);
-    if (src != SQLITE_DONE)
-        rc = mw_store_fail(s, src, err, "%s", what);
-    sqlite3_reset(st);
-    return rc;
-}
-
 enum mw_err mw_outbox_ack(struct mw_store *s, int64_t seq, struct mw_error *err)
 {
-    enum mw_err rc = exec_seq(s,
-                              "UPDATE items SET server_quantity = server_quantity +"
-                              " (SELECT qty_delta FROM outbox WHERE seq = ?1)"
-                              " WHERE sku = (SELECT sku FROM outbox WHERE seq = ?1"
-                              " AND qty_delta <> 0)",
-                              seq, "acknowledge op: quantity", err);
+    enum mw_err rc = mw_store_run(s,
+                                  "UPDATE items SET server_quantity = server_quantity +"
+                                  " (SELECT qty_delta FROM outbox WHERE seq = ?1)"
+                                  " WHERE sku = (SELECT sku FROM outbox WHERE seq = ?1"
+                                  " AND qty_delta <> 0)",
+                                  &seq, 1, "acknowledge op: quantity", err);
     if (rc == MW_OK)
-        rc = exec_seq(s,
-                      "UPDATE items SET location_id ="
-                      " (SELECT json_extract(data, '$.to_location_id') FROM outbox WHERE seq = ?1)"
-                      " WHERE sku = (SELECT sku FROM outbox WHERE seq = ?1"
-                      " AND type = 'inventory.relocate')",
-                      seq, "acknowledge op: location", err);
+        rc = mw_store_run(s,
+                          "UPDATE items SET location_id ="
+                          " (SELECT json_extract(data, '$.to_location_id') FROM outbox"
+                          " WHERE seq = ?1)"
+                          " WHERE sku = (SELECT sku FROM outbox WHERE seq = ?1"
+                          " AND type = 'inventory.relocate')",
+                          &seq, 1, "acknowledge op: location", err);
     if (rc == MW_OK)
-        rc = exec_seq(s, "DELETE FROM outbox WHERE seq = ?1", seq, "acknowledge op", err);
-    return rc;
-}
-
-static enum mw_err exec_range(struct mw_store *s, const char *sql, int64_t first, int64_t last,
-                              const char *what, struct mw_error *err)
-{
-    sqlite3_stmt *st = NULL;
-    enum mw_err rc = mw_store_stmt(s, sql, &st, err);
-    if (rc != MW_OK)
-        return rc;
-    sqlite3_bind_int64(st, 1, first);
-    sqlite3_bind_int64(st, 2, last);
-    int src = sqlite3_step(st);
-    if (src != SQLITE_DONE)
-        rc = mw_store_fail(s, src, err, "%s", what);
-    sqlite3_reset(st);
+        rc = mw_store_run(s, "DELETE FROM outbox WHERE seq = ?1", &seq, 1, "acknowledge op", err);
     return rc;
 }
 
@@ -690,27 +629,28 @@ static enum mw_err exec_range(struct mw_store *s, const char *sql, int64_t first
 enum mw_err mw_outbox_ack_range(struct mw_store *s, int64_t first_seq, int64_t last_seq,
                                 struct mw_error *err)
 {
-    enum mw_err rc = exec_range(s,
-                                "UPDATE items SET server_quantity = server_quantity + d.total"
-                                " FROM (SELECT sku, sum(qty_delta) AS total FROM outbox"
-                                "        WHERE seq BETWEEN ?1 AND ?2 AND qty_delta <> 0"
-                                "          AND sku IS NOT NULL GROUP BY sku) AS d"
-                                " WHERE items.sku = d.sku",
-                                first_seq, last_seq, "acknowledge ops: quantities", err);
+    const int64_t range[] = {first_seq, last_seq};
+    enum mw_err rc = mw_store_run(s,
+                                  "UPDATE items SET server_quantity = server_quantity + d.total"
+                                  " FROM (SELECT sku, sum(qty_delta) AS total FROM outbox"
+                                  "        WHERE seq BETWEEN ?1 AND ?2 AND qty_delta <> 0"
+                                  "          AND sku IS NOT NULL GROUP BY sku) AS d"
+                                  " WHERE items.sku = d.sku",
+                                  range, 2, "acknowledge ops: quantities", err);
     /* A bare column next to max() comes from the row holding the maximum (SQLite): the last
      * relocate of each item. */
     if (rc == MW_OK)
-        rc = exec_range(s,
-                        "UPDATE items SET location_id = r.loc"
-                        " FROM (SELECT sku, json_extract(data, '$.to_location_id') AS loc,"
-                        "              max(seq) FROM outbox"
-                        "        WHERE seq BETWEEN ?1 AND ?2 AND type = 'inventory.relocate'"
-                        "          AND sku IS NOT NULL GROUP BY sku) AS r"
-                        " WHERE items.sku = r.sku",
-                        first_seq, last_seq, "acknowledge ops: locations", err);
+        rc = mw_store_run(s,
+                          "UPDATE items SET location_id = r.loc"
+                          " FROM (SELECT sku, json_extract(data, '$.to_location_id') AS loc,"
+                          "              max(seq) FROM outbox"
+                          "        WHERE seq BETWEEN ?1 AND ?2 AND type = 'inventory.relocate'"
+                          "          AND sku IS NOT NULL GROUP BY sku) AS r"
+                          " WHERE items.sku = r.sku",
+                          range, 2, "acknowledge ops: locations", err);
     if (rc == MW_OK)
-        rc = exec_range(s, "DELETE FROM outbox WHERE seq BETWEEN ?1 AND ?2", first_seq, last_seq,
-                        "acknowledge ops", err);
+        rc = mw_store_run(s, "DELETE FROM outbox WHERE seq BETWEEN ?1 AND ?2", range, 2,
+                          "acknowledge ops", err);
     return rc;
 }
 
@@ -750,7 +690,7 @@ enum mw_err mw_outbox_reject(struct mw_store *s, int64_t seq, const char *code, 
         rc = mw_store_fail(s, src, err, "move rejected op");
     sqlite3_reset(st);
     if (rc == MW_OK)
-        rc = exec_seq(s, "DELETE FROM outbox WHERE seq = ?1", seq, "move rejected op", err);
+        rc = mw_store_run(s, "DELETE FROM outbox WHERE seq = ?1", &seq, 1, "move rejected op", err);
     if (rc == MW_OK && sku[0] && delta != 0) {
         /* The first pending count of the SKU after this op took its delta as (counted - the
          * local quantity then), which included this op. Without it the count must still
@@ -766,10 +706,7 @@ enum mw_err mw_outbox_reject(struct mw_store *s, int64_t seq, const char *code, 
         sqlite3_bind_text(st, 1, sku, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, seq);
         sqlite3_bind_int64(st, 3, delta);
-        src = sqlite3_step(st);
-        if (src != SQLITE_DONE)
-            rc = mw_store_fail(s, src, err, "re-base count after a rejected op");
-        sqlite3_reset(st);
+        rc = mw_store_run_stmt(s, st, "re-base count after a rejected op", err);
     }
     if (rc == MW_OK && sku[0] && is_receive) {
         /* A receive of a new SKU made a local item that the server never had; once the op is
@@ -781,10 +718,7 @@ enum mw_err mw_outbox_reject(struct mw_store *s, int64_t seq, const char *code, 
         if (rc != MW_OK)
             return rc;
         sqlite3_bind_text(st, 1, sku, -1, SQLITE_STATIC);
-        src = sqlite3_step(st);
-        if (src != SQLITE_DONE)
-            rc = mw_store_fail(s, src, err, "drop item of a rejected receive");
-        sqlite3_reset(st);
+        rc = mw_store_run_stmt(s, st, "drop item of a rejected receive", err);
     }
     return rc;
 }
@@ -799,24 +733,110 @@ enum mw_err mw_outbox_note_last(struct mw_store *s, const char *op_id, struct mw
     if (rc != MW_OK)
         return rc;
     sqlite3_bind_text(st, 1, op_id, -1, SQLITE_STATIC);
-    int src = sqlite3_step(st);
-    if (src != SQLITE_DONE)
-        rc = mw_store_fail(s, src, err, "note last op_id");
-    sqlite3_reset(st);
-    return rc;
+    return mw_store_run_stmt(s, st, "note last op_id", err);
 }
 
 enum mw_err mw_outbox_has_ops(struct mw_store *s, bool *has_out, struct mw_error *err)
 {
+    int64_t any = 0;
+    enum mw_err rc = mw_store_query_i64(s, "SELECT EXISTS (SELECT 1 FROM outbox)", NULL, 0,
+                                        "look into the outbox", &any, err);
+    if (rc == MW_OK)
+        *has_out = any != 0;
+    return rc;
+}
+
+/* ---- what the sync reads and marks ------------------------------------------------------ */
+
+static const char SQL_BATCH[] =
+    "SELECT seq, op_id, correlation_id, type, at_ms, user_id, data FROM outbox"
+    " WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3";
+
+enum mw_err mw_outbox_read_batch(struct mw_store *s, int64_t after, int64_t last_seq,
+                                 int32_t max_rows, mw_outbox_row_fn fn, void *ctx,
+                                 struct mw_error *err)
+{
     sqlite3_stmt *st = NULL;
-    enum mw_err rc = mw_store_stmt(s, "SELECT EXISTS (SELECT 1 FROM outbox)", &st, err);
+    enum mw_err rc = mw_store_stmt(s, SQL_BATCH, &st, err);
+    if (rc != MW_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, after);
+    sqlite3_bind_int64(st, 2, last_seq);
+    sqlite3_bind_int(st, 3, max_rows);
+    int src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        struct mw_outbox_row row = {
+            .seq = sqlite3_column_int64(st, 0),
+            .op_id = (const char *)sqlite3_column_text(st, 1),
+            .correlation_id = (const char *)sqlite3_column_text(st, 2),
+            .type = (const char *)sqlite3_column_text(st, 3),
+            .at_ms = sqlite3_column_int64(st, 4),
+            .user_id = (const char *)sqlite3_column_text(st, 5),
+            .data = (const char *)sqlite3_column_text(st, 6),
+        };
+        /* After the text: sqlite3_column_bytes counts the text's bytes once it is converted. */
+        row.data_len = (size_t)sqlite3_column_bytes(st, 6);
+        if (fn(ctx, &row) != 0) {
+            src = SQLITE_DONE;
+            break;
+        }
+    }
+    if (src != SQLITE_DONE)
+        rc = mw_store_fail(s, src, err, "read outbox");
+    sqlite3_reset(st);
+    return rc;
+}
+
+enum mw_err mw_outbox_last_seq(struct mw_store *s, int64_t *seq_out, struct mw_error *err)
+{
+    return mw_store_query_i64(s, "SELECT MAX(seq) FROM outbox", NULL, 0, "newest outbox seq",
+                              seq_out, err);
+}
+
+enum mw_err mw_outbox_mark_in_flight(struct mw_store *s, int64_t first_seq, int64_t last_seq,
+                                     int64_t now_ms, struct mw_error *err)
+{
+    const int64_t params[] = {first_seq, last_seq, now_ms};
+    return mw_store_run(s,
+                        "UPDATE outbox SET in_flight = 1, attempts = attempts + 1,"
+                        " last_attempt_ms = ?3 WHERE seq BETWEEN ?1 AND ?2",
+                        params, 3, "mark ops in flight", err);
+}
+
+enum mw_err mw_outbox_unmark_in_flight(struct mw_store *s, int64_t first_seq, int64_t last_seq,
+                                       struct mw_error *err)
+{
+    const int64_t params[] = {first_seq, last_seq};
+    return mw_store_run(
+        s, "UPDATE outbox SET in_flight = 0 WHERE seq BETWEEN ?1 AND ?2 AND in_flight = 1", params,
+        2, "clear the in-flight mark", err);
+}
+
+enum mw_err mw_outbox_in_flight_count(struct mw_store *s, int64_t *n_out, struct mw_error *err)
+{
+    return mw_store_query_i64(s, "SELECT count(*) FROM outbox WHERE in_flight = 1", NULL, 0,
+                              "ops in flight", n_out, err);
+}
+
+enum mw_err mw_outbox_counts(struct mw_store *s, struct mw_outbox_counts *out, struct mw_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    memset(out, 0, sizeof(*out));
+    enum mw_err rc = mw_store_stmt(s,
+                                   "SELECT (SELECT count(*) FROM outbox),"
+                                   " (SELECT count(*) FROM outbox WHERE in_flight = 1),"
+                                   " (SELECT count(*) FROM rejected)",
+                                   &st, err);
     if (rc != MW_OK)
         return rc;
     int src = sqlite3_step(st);
-    if (src == SQLITE_ROW)
-        *has_out = sqlite3_column_int(st, 0) != 0;
-    else
-        rc = mw_store_fail(s, src, err, "look into the outbox");
+    if (src == SQLITE_ROW) {
+        out->waiting = sqlite3_column_int64(st, 0);
+        out->in_flight = sqlite3_column_int64(st, 1);
+        out->rejected = sqlite3_column_int64(st, 2);
+    } else {
+        rc = mw_store_fail(s, src, err, "outbox counts");
+    }
     sqlite3_reset(st);
     return rc;
 }
@@ -954,10 +974,7 @@ enum mw_err mw_agent_rejected_retry(struct mw_agent *a, const char *op_id,
             goto fail;
         sqlite3_bind_text(st, 1, sku, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, data, -1, SQLITE_STATIC);
-        src = sqlite3_step(st);
-        if (src != SQLITE_DONE)
-            rc = mw_store_fail(s, src, err, "retry receive: item");
-        sqlite3_reset(st);
+        rc = mw_store_run_stmt(s, st, "retry receive: item", err);
         if (rc != MW_OK)
             goto fail;
         delta = quantity;
@@ -973,10 +990,7 @@ enum mw_err mw_agent_rejected_retry(struct mw_agent *a, const char *op_id,
     if (rc != MW_OK)
         goto fail;
     sqlite3_bind_text(st, 1, lower, -1, SQLITE_STATIC);
-    src = sqlite3_step(st);
-    if (src != SQLITE_DONE)
-        rc = mw_store_fail(s, src, err, "retry: remove rejected op");
-    sqlite3_reset(st);
+    rc = mw_store_run_stmt(s, st, "retry: remove rejected op", err);
     if (rc != MW_OK)
         goto fail;
     rc = mw_store_commit(s, err);
@@ -1015,10 +1029,7 @@ enum mw_err mw_agent_rejected_drop(struct mw_agent *a, const char *op_id, struct
     if (rc != MW_OK)
         goto fail;
     sqlite3_bind_text(st, 1, lower, -1, SQLITE_STATIC);
-    int src = sqlite3_step(st);
-    if (src != SQLITE_DONE)
-        rc = mw_store_fail(a->store, src, err, "drop rejected op");
-    sqlite3_reset(st);
+    rc = mw_store_run_stmt(a->store, st, "drop rejected op", err);
     if (rc != MW_OK)
         goto fail;
     if (sqlite3_changes(mw_store_db(a->store)) == 0) {

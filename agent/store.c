@@ -6,6 +6,7 @@
 #include "schema_files.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -108,26 +109,6 @@ enum mw_err mw_store_fail(struct mw_store *s, int rc, struct mw_error *err, cons
     }
 }
 
-/* Runs a statement that returns one integer (a PRAGMA or a count). */
-static enum mw_err query_int(struct mw_store *s, const char *sql, int64_t *out,
-                             struct mw_error *err)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return mw_store_fail(s, rc, err, "%s", sql);
-    rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
-        enum mw_err e = rc == SQLITE_DONE ? mw_fail(err, MW_EIO, "%s: no result", sql)
-                                          : mw_store_fail(s, rc, err, "%s", sql);
-        sqlite3_finalize(st);
-        return e;
-    }
-    *out = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return MW_OK;
-}
-
 /* Runs a PRAGMA that answers one text value into buf; returns the SQLite result code. */
 static int pragma_text(struct mw_store *s, const char *sql, char *buf, size_t size)
 {
@@ -200,7 +181,10 @@ static enum mw_err set_size_limit(struct mw_store *s, const struct mw_store_opti
     int64_t pages = o->max_page_count;
     if (o->max_bytes > 0) {
         int64_t page_size = 0;
-        enum mw_err e = query_int(s, "PRAGMA page_size", &page_size, err);
+        /* SQLite answers PRAGMA page_size when the statement is prepared, not when it runs;
+         * right here, since it is asked once per connection and the page size stays. */
+        enum mw_err e =
+            mw_store_query_i64(s, "PRAGMA page_size", NULL, 0, "page size", &page_size, err);
         if (e != MW_OK)
             return e;
         if (page_size <= 0)
@@ -216,14 +200,14 @@ static enum mw_err set_size_limit(struct mw_store *s, const struct mw_store_opti
     /* Recording stops short of the ceiling, so a sync always has room to record what the
      * server said (a rejected op moves to `rejected` with its reason before its outbox row
      * goes): an eighth of the file, at least MW_STORE_SYNC_RESERVE_PAGES. */
-    int64_t reserve = pages / 8 > MW_STORE_SYNC_RESERVE_PAGES ? pages / 8
-                                                              : MW_STORE_SYNC_RESERVE_PAGES;
+    int64_t reserve =
+        pages / 8 > MW_STORE_SYNC_RESERVE_PAGES ? pages / 8 : MW_STORE_SYNC_RESERVE_PAGES;
     s->record_pages = pages > reserve ? pages - reserve : 1;
-    /* PRAGMA takes no parameters; the value is our own validated integer, not input text. */
+    /* PRAGMA takes no parameters; the value is our own validated integer, not input text. The
+     * text is built here, so it goes through mw_store_exec, not the statement cache. */
     char sql[64];
     snprintf(sql, sizeof(sql), "PRAGMA max_page_count=%lld", (long long)pages);
-    int64_t ignored = 0;
-    return query_int(s, sql, &ignored, err);
+    return mw_store_exec(s, sql, err);
 }
 
 static enum mw_err prepare_fixed(struct mw_store *s, const char *sql, sqlite3_stmt **out,
@@ -249,7 +233,8 @@ static enum mw_err check_owner(struct mw_store *s, int64_t version, struct mw_er
 {
     int64_t app_id = 0;
     int64_t objects = 0;
-    enum mw_err e = query_int(s, "PRAGMA application_id", &app_id, err);
+    enum mw_err e =
+        mw_store_query_i64(s, "PRAGMA application_id", NULL, 0, "application id", &app_id, err);
     if (e != MW_OK)
         return e;
     if (app_id == STORE_APPLICATION_ID)
@@ -259,7 +244,8 @@ static enum mw_err check_owner(struct mw_store *s, int64_t version, struct mw_er
                        "not a Midway data file: it belongs to another program "
                        "(application_id 0x%08llx)",
                        (unsigned long long)app_id);
-    e = query_int(s, "SELECT count(*) FROM sqlite_schema", &objects, err);
+    e = mw_store_query_i64(s, "SELECT count(*) FROM sqlite_schema", NULL, 0, "schema objects",
+                           &objects, err);
     if (e != MW_OK)
         return e;
     if (version != 0 || objects != 0)
@@ -277,14 +263,15 @@ static enum mw_err migrate(struct mw_store *s, struct mw_error *err)
 {
     const int latest = mw_store_schema_latest();
     int64_t version = 0;
-    enum mw_err e = query_int(s, "PRAGMA user_version", &version, err);
+    enum mw_err e =
+        mw_store_query_i64(s, "PRAGMA user_version", NULL, 0, "schema version", &version, err);
     if (e != MW_OK)
         return e;
     if (version > latest)
         return refuse_newer(version, err);
     if (version == latest && version > 0) {
         int64_t app_id = 0;
-        e = query_int(s, "PRAGMA application_id", &app_id, err);
+        e = mw_store_query_i64(s, "PRAGMA application_id", NULL, 0, "application id", &app_id, err);
         if (e != MW_OK)
             return e;
         if (app_id != STORE_APPLICATION_ID)
@@ -296,7 +283,7 @@ static enum mw_err migrate(struct mw_store *s, struct mw_error *err)
     e = mw_store_begin(s, err);
     if (e != MW_OK)
         return mw_fail(err, e, "schema migration");
-    e = query_int(s, "PRAGMA user_version", &version, err);
+    e = mw_store_query_i64(s, "PRAGMA user_version", NULL, 0, "schema version", &version, err);
     if (e != MW_OK)
         goto fail;
     if (version > latest) {
@@ -586,9 +573,11 @@ enum mw_err mw_store_record_room(struct mw_store *s, struct mw_error *err)
     if (s->record_pages == 0)
         return MW_OK;
     int64_t pages = 0, free_pages = 0;
-    enum mw_err rc = query_int(s, "PRAGMA page_count", &pages, err);
+    enum mw_err rc =
+        mw_store_query_i64(s, "PRAGMA page_count", NULL, 0, "pages in use", &pages, err);
     if (rc == MW_OK)
-        rc = query_int(s, "PRAGMA freelist_count", &free_pages, err);
+        rc =
+            mw_store_query_i64(s, "PRAGMA freelist_count", NULL, 0, "free pages", &free_pages, err);
     if (rc != MW_OK)
         return rc;
     if (pages - free_pages >= s->record_pages)
@@ -596,5 +585,94 @@ enum mw_err mw_store_record_room(struct mw_store *s, struct mw_error *err)
                        "data file is full for recording (%lld of %lld pages in use; the rest "
                        "is kept for syncing): sync to make room; nothing was recorded",
                        (long long)(pages - free_pages), (long long)s->record_pages);
+    return MW_OK;
+}
+
+/* sql's cached statement with params bound to ?1..?n. */
+static enum mw_err stmt_bound(struct mw_store *s, const char *sql, const int64_t *params, size_t n,
+                              const char *what, sqlite3_stmt **st_out, struct mw_error *err)
+{
+    enum mw_err rc = mw_store_stmt(s, sql, st_out, err);
+    if (rc != MW_OK)
+        return rc;
+    int want = sqlite3_bind_parameter_count(*st_out);
+    if (n > (size_t)want)
+        return mw_fail(err, MW_EINVAL, "%s: %zu parameters for a statement that takes %d", what, n,
+                       want);
+    for (size_t i = 0; i < n; i++)
+        sqlite3_bind_int64(*st_out, (int)i + 1, params[i]);
+    return MW_OK;
+}
+
+enum mw_err mw_store_run_stmt(struct mw_store *s, sqlite3_stmt *st, const char *what,
+                              struct mw_error *err)
+{
+    enum mw_err rc = MW_OK;
+    int src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        rc = mw_fail(err, MW_EINVAL, "%s: the statement returned rows", what);
+    else if (src != SQLITE_DONE)
+        rc = mw_store_fail(s, src, err, "%s", what); /* before the reset replaces the text */
+    sqlite3_reset(st);
+    return rc;
+}
+
+enum mw_err mw_store_run(struct mw_store *s, const char *sql, const int64_t *params, size_t n,
+                         const char *what, struct mw_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    enum mw_err rc = stmt_bound(s, sql, params, n, what, &st, err);
+    if (rc != MW_OK)
+        return rc;
+    return mw_store_run_stmt(s, st, what, err);
+}
+
+/* Steps sql's statement to its first row. On MW_OK *st_out is on that row (*row_out true) or
+ * done, and the caller reads it and resets it; on failure it has been reset. */
+static enum mw_err first_row(struct mw_store *s, const char *sql, const int64_t *params, size_t n,
+                             const char *what, sqlite3_stmt **st_out, bool *row_out,
+                             struct mw_error *err)
+{
+    enum mw_err rc = stmt_bound(s, sql, params, n, what, st_out, err);
+    if (rc != MW_OK)
+        return rc;
+    int src = sqlite3_step(*st_out);
+    *row_out = src == SQLITE_ROW;
+    if (src == SQLITE_ROW || src == SQLITE_DONE)
+        return MW_OK;
+    rc = mw_store_fail(s, src, err, "%s", what);
+    sqlite3_reset(*st_out);
+    return rc;
+}
+
+enum mw_err mw_store_query_i64(struct mw_store *s, const char *sql, const int64_t *params, size_t n,
+                               const char *what, int64_t *out, struct mw_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    bool row = false;
+    *out = 0;
+    enum mw_err rc = first_row(s, sql, params, n, what, &st, &row, err);
+    if (rc != MW_OK)
+        return rc;
+    if (row)
+        *out = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return MW_OK;
+}
+
+enum mw_err mw_store_query_text(struct mw_store *s, const char *sql, const int64_t *params,
+                                size_t n, const char *what, char *out, size_t size,
+                                struct mw_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    bool row = false;
+    out[0] = '\0';
+    enum mw_err rc = first_row(s, sql, params, n, what, &st, &row, err);
+    if (rc != MW_OK)
+        return rc;
+    const unsigned char *v = row ? sqlite3_column_text(st, 0) : NULL;
+    if (v)
+        snprintf(out, size, "%s", (const char *)v);
+    sqlite3_reset(st);
     return MW_OK;
 }

@@ -1,6 +1,7 @@
 /* store.h - the agent's local SQLite data file: open with the right pragmas, bring the schema
  * (schema/agent/NNN_*.sql) up to date, map SQLite failures to mw_err, run write transactions,
- * and cache prepared statements for the modules built on it (outbox, sync).
+ * and cache prepared statements, and run single statements through them, for the modules built
+ * on it (outbox, cache, sync, settings).
  *
  * Durability and concurrency: WAL journal, synchronous=FULL unless asked otherwise, and
  * writers serialised by SQLite's write lock. Several processes (scanner app, gateway daemon,
@@ -35,6 +36,7 @@
 #include "midway/err.h"
 
 #include <sqlite3.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* A writer waits this long for another writer's lock before MW_EBUSY. Recording is one short
@@ -140,6 +142,38 @@ MW_NODISCARD enum mw_err mw_store_exec(struct mw_store *s, const char *sql, stru
  * Errors: MW_EINVAL (more than one statement in sql), MW_ENOMEM, MW_EIO (SQL error). */
 MW_NODISCARD enum mw_err mw_store_stmt(struct mw_store *s, const char *sql, sqlite3_stmt **stmt_out,
                                        struct mw_error *err);
+
+/* Single statements through the statement cache, for SQL whose parameters are all integers.
+ * sql is as for mw_store_stmt (one statement, a string literal: the cache keeps its pointer);
+ * params[0..n-1] are bound to ?1..?n (params may be NULL when n is 0); what names the step in
+ * the error message ("acknowledge ops"). The statement is reset before the call returns, so no
+ * read snapshot outlives it. They cost what the hand-written step costs: no copy, no extra
+ * statement. Errors: MW_EINVAL (n more than sql's parameters, or rows from a statement that
+ * should return none), then as mw_store_stmt and as mw_store_fail maps the step's failure. */
+
+/* Runs sql, which returns no rows (an INSERT, UPDATE or DELETE without RETURNING). */
+MW_NODISCARD enum mw_err mw_store_run(struct mw_store *s, const char *sql, const int64_t *params,
+                                      size_t n, const char *what, struct mw_error *err);
+
+/* Runs sql and puts the first column of its first row in *out: 0 when there is no row or the
+ * value is NULL, so `SELECT MAX(x)` of an empty table needs no COALESCE. Later rows are not
+ * read. */
+MW_NODISCARD enum mw_err mw_store_query_i64(struct mw_store *s, const char *sql,
+                                            const int64_t *params, size_t n, const char *what,
+                                            int64_t *out, struct mw_error *err);
+
+/* As mw_store_query_i64, the value as text into out (size >= 1 bytes with the NUL, cut to
+ * fit): "" when there is no row or the value is NULL. */
+MW_NODISCARD enum mw_err mw_store_query_text(struct mw_store *s, const char *sql,
+                                             const int64_t *params, size_t n, const char *what,
+                                             char *out, size_t size, struct mw_error *err);
+
+/* The same step as mw_store_run for a statement whose parameters are not all integers: st comes
+ * from mw_store_stmt with its parameters bound by the caller; it is stepped once, expecting no
+ * rows, and reset. Errors: MW_EINVAL (it returned rows), as mw_store_fail maps the step's
+ * failure. */
+MW_NODISCARD enum mw_err mw_store_run_stmt(struct mw_store *s, sqlite3_stmt *st, const char *what,
+                                           struct mw_error *err);
 
 /* Records the SQLite failure rc (a result code from a call on s's connection) in err with the
  * context fmt, copying sqlite3_errmsg() (and errno for I/O) right away, and returns the mapped

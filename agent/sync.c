@@ -120,58 +120,6 @@ static enum mw_agent_sync_outcome storage_or_failed(enum mw_err e)
     }
 }
 
-/* Runs a statement with three integer parameters and no result rows. */
-static enum mw_err exec3(struct mw_store *s, const char *sql, int64_t p1, int64_t p2, int64_t p3,
-                         struct mw_error *err)
-{
-    sqlite3_stmt *st = NULL;
-    enum mw_err rc = mw_store_stmt(s, sql, &st, err);
-    if (rc != MW_OK)
-        return rc;
-    sqlite3_bind_int64(st, 1, p1);
-    sqlite3_bind_int64(st, 2, p2);
-    sqlite3_bind_int64(st, 3, p3);
-    int src = sqlite3_step(st);
-    if (src != SQLITE_DONE)
-        rc = mw_store_fail(s, src, err, "%.60s", sql);
-    sqlite3_reset(st);
-    return rc;
-}
-
-/* Runs a statement with up to two integer parameters and no result rows. */
-static enum mw_err exec2(struct mw_store *s, const char *sql, int64_t p1, int64_t p2,
-                         struct mw_error *err)
-{
-    sqlite3_stmt *st = NULL;
-    enum mw_err rc = mw_store_stmt(s, sql, &st, err);
-    if (rc != MW_OK)
-        return rc;
-    if (sqlite3_bind_parameter_count(st) >= 1)
-        sqlite3_bind_int64(st, 1, p1);
-    if (sqlite3_bind_parameter_count(st) >= 2)
-        sqlite3_bind_int64(st, 2, p2);
-    int src = sqlite3_step(st);
-    if (src != SQLITE_DONE)
-        rc = mw_store_fail(s, src, err, "%.60s", sql);
-    sqlite3_reset(st);
-    return rc;
-}
-
-static enum mw_err query_i64(struct mw_store *s, const char *sql, int64_t *out,
-                             struct mw_error *err)
-{
-    sqlite3_stmt *st = NULL;
-    enum mw_err rc = mw_store_stmt(s, sql, &st, err);
-    if (rc != MW_OK)
-        return rc;
-    int src = sqlite3_step(st);
-    *out = src == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    if (src != SQLITE_ROW && src != SQLITE_DONE)
-        rc = mw_store_fail(s, src, err, "%.60s", sql);
-    sqlite3_reset(st);
-    return rc;
-}
-
 /* ---- one sync at a time ---------------------------------------------------------------- */
 
 /* An flock on a file beside the data file: released by the kernel when the process dies, so a
@@ -286,10 +234,6 @@ static enum mw_err http_failure(struct sync *y, const char *what, struct mw_erro
 
 /* ---- push ---------------------------------------------------------------------------------- */
 
-static const char SQL_BATCH[] =
-    "SELECT seq, op_id, correlation_id, type, at_ms, user_id, data FROM outbox"
-    " WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3";
-
 static void add_bad(struct batch *b, int64_t seq, const char *op_id, const char *msg)
 {
     struct unsendable *u = &b->bad[b->n_bad++];
@@ -298,13 +242,74 @@ static void add_bad(struct batch *b, int64_t seq, const char *op_id, const char 
     snprintf(u->msg, sizeof(u->msg), "%.150s", msg);
 }
 
+/* What add_row works on while build_batch reads a batch. */
+struct batch_read {
+    struct batch *b;
+    struct mw_push_enc *enc;
+    enum mw_err rc; /* add_row's own failure, with *err */
+    struct mw_error *err;
+};
+
+/* Encodes one outbox row into the batch, or sets it aside as unsendable; stops at the row that
+ * does not fit the byte budget (it starts the next batch) and at a failure. */
+static int add_row(void *ctx, const struct mw_outbox_row *row)
+{
+    struct batch_read *br = ctx;
+    struct batch *b = br->b;
+    struct mw_op op;
+    struct mw_error e = {0};
+    memset(&op, 0, sizeof(op));
+    op.at_ms = row->at_ms;
+    /* Rows come from our own recording code, but the file is still input: a row that cannot
+     * be sent is set aside as rejected instead of blocking every op behind it. */
+    enum mw_err add = MW_EMALFORMED;
+    if (row->type)
+        op.type = mw_proto_op_type_parse(row->type, strlen(row->type));
+    if (!row->op_id || mw_uuid_parse(row->op_id, strlen(row->op_id), &op.op_id) != MW_OK)
+        snprintf(e.msg, sizeof(e.msg), "bad op_id in the data file");
+    else if (!row->correlation_id || mw_uuid_parse(row->correlation_id, strlen(row->correlation_id),
+                                                   &op.correlation_id) != MW_OK)
+        snprintf(e.msg, sizeof(e.msg), "bad correlation id in the data file");
+    else if (!row->user_id ||
+             mw_uuid_parse(row->user_id, strlen(row->user_id), &op.user_id) != MW_OK)
+        snprintf(e.msg, sizeof(e.msg), "op has no user");
+    else if (op.type == MW_OP_UNKNOWN)
+        snprintf(e.msg, sizeof(e.msg), "unknown op type");
+    else if (!row->data)
+        snprintf(e.msg, sizeof(e.msg), "op has no data");
+    else {
+        op.data_json = row->data;
+        op.data_len = row->data_len;
+        add = mw_proto_push_add(br->enc, &op, &e);
+    }
+    if (add == MW_EFULL) {
+        /* Cannot happen with b->n == 0: the budget's minimum holds the largest op. */
+        if (b->n == 0)
+            br->rc =
+                mw_fail(br->err, MW_EINVAL, "push: op %s does not fit an empty batch", row->op_id);
+        return 1; /* it starts the next batch */
+    }
+    if (add == MW_ENOMEM) {
+        br->rc = mw_fail(br->err, MW_ENOMEM, "push: %s", e.msg);
+        return 1;
+    }
+    b->last_read = row->seq;
+    if (add == MW_OK) {
+        b->seqs[b->n] = row->seq;
+        b->ids[b->n] = op.op_id;
+        b->n++;
+    } else {
+        add_bad(b, row->seq, row->op_id, e.msg);
+    }
+    return 0;
+}
+
 /* Reads up to cap ops after `after` (and at most up to max_seq) into b and encodes those that
- * fit the byte budget into y->body. The statement is reset before returning, so no read
- * snapshot stays open while the request is on the wire. */
+ * fit the byte budget into y->body. No read snapshot stays open once it returns, so none is
+ * open while the request is on the wire. */
 static enum mw_err build_batch(struct sync *y, struct batch *b, int64_t after, int64_t max_seq,
                                int32_t cap, struct mw_error *err)
 {
-    sqlite3_stmt *st = NULL;
     struct mw_push_enc enc;
     struct mw_uuid batch_id;
     enum mw_err rc;
@@ -321,69 +326,10 @@ static enum mw_err build_batch(struct sync *y, struct batch *b, int64_t after, i
                              &batch_id, err);
     if (rc != MW_OK)
         return rc;
-    rc = mw_store_stmt(y->s, SQL_BATCH, &st, err);
-    if (rc != MW_OK)
-        return rc;
-    sqlite3_bind_int64(st, 1, after);
-    sqlite3_bind_int64(st, 2, max_seq);
-    sqlite3_bind_int(st, 3, cap);
-    int src;
-    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-        struct mw_op op;
-        struct mw_error e = {0};
-        memset(&op, 0, sizeof(op));
-        int64_t seq = sqlite3_column_int64(st, 0);
-        const char *op_id = (const char *)sqlite3_column_text(st, 1);
-        const char *cid = (const char *)sqlite3_column_text(st, 2);
-        const char *type = (const char *)sqlite3_column_text(st, 3);
-        const char *uid = (const char *)sqlite3_column_text(st, 5);
-        const char *data = (const char *)sqlite3_column_text(st, 6);
-        int data_len = sqlite3_column_bytes(st, 6);
-        op.at_ms = sqlite3_column_int64(st, 4);
-        /* Rows come from our own recording code, but the file is still input: a row that
-         * cannot be sent is set aside as rejected instead of blocking every op behind it. */
-        enum mw_err add = MW_EMALFORMED;
-        if (type)
-            op.type = mw_proto_op_type_parse(type, strlen(type));
-        if (!op_id || mw_uuid_parse(op_id, strlen(op_id), &op.op_id) != MW_OK)
-            snprintf(e.msg, sizeof(e.msg), "bad op_id in the data file");
-        else if (!cid || mw_uuid_parse(cid, strlen(cid), &op.correlation_id) != MW_OK)
-            snprintf(e.msg, sizeof(e.msg), "bad correlation id in the data file");
-        else if (!uid || mw_uuid_parse(uid, strlen(uid), &op.user_id) != MW_OK)
-            snprintf(e.msg, sizeof(e.msg), "op has no user");
-        else if (op.type == MW_OP_UNKNOWN)
-            snprintf(e.msg, sizeof(e.msg), "unknown op type");
-        else if (!data)
-            snprintf(e.msg, sizeof(e.msg), "op has no data");
-        else {
-            op.data_json = data;
-            op.data_len = (size_t)data_len;
-            add = mw_proto_push_add(&enc, &op, &e);
-        }
-        if (add == MW_EFULL) {
-            if (b->n == 0) {
-                /* Cannot happen: the budget's minimum holds the largest op. */
-                rc = mw_fail(err, MW_EINVAL, "push: op %s does not fit an empty batch", op_id);
-                break;
-            }
-            break; /* it starts the next batch */
-        }
-        if (add == MW_ENOMEM) {
-            rc = mw_fail(err, MW_ENOMEM, "push: %s", e.msg);
-            break;
-        }
-        b->last_read = seq;
-        if (add == MW_OK) {
-            b->seqs[b->n] = seq;
-            b->ids[b->n] = op.op_id;
-            b->n++;
-        } else {
-            add_bad(b, seq, op_id, e.msg);
-        }
-    }
-    if (rc == MW_OK && src != SQLITE_ROW && src != SQLITE_DONE)
-        rc = mw_store_fail(y->s, src, err, "read outbox");
-    sqlite3_reset(st);
+    struct batch_read br = {.b = b, .enc = &enc, .rc = MW_OK, .err = err};
+    rc = mw_outbox_read_batch(y->s, after, max_seq, cap, add_row, &br, err);
+    if (rc == MW_OK)
+        rc = br.rc;
     if (rc == MW_OK && b->n > 0)
         rc = mw_proto_push_end(&enc, err);
     return rc;
@@ -407,10 +353,7 @@ static enum mw_err mark_batch(struct sync *y, const struct batch *b, int64_t now
     /* The batch is every outbox row from its first seq to its last: build_batch read them in
      * seq order, and the unsendable ones among them have just left the outbox. */
     if (b->n > 0 && rc == MW_OK)
-        rc = exec3(y->s,
-                   "UPDATE outbox SET in_flight = 1, attempts = attempts + 1,"
-                   " last_attempt_ms = ?3 WHERE seq BETWEEN ?1 AND ?2",
-                   b->seqs[0], b->seqs[b->n - 1], now, err);
+        rc = mw_outbox_mark_in_flight(y->s, b->seqs[0], b->seqs[b->n - 1], now, err);
     return rc;
 }
 
@@ -429,9 +372,7 @@ static enum mw_err unmark_batch(struct sync *y, const struct batch *b, struct mw
 {
     if (b->n == 0)
         return MW_OK;
-    return exec2(y->s,
-                 "UPDATE outbox SET in_flight = 0 WHERE seq BETWEEN ?1 AND ?2 AND in_flight = 1",
-                 b->seqs[0], b->seqs[b->n - 1], err);
+    return mw_outbox_unmark_in_flight(y->s, b->seqs[0], b->seqs[b->n - 1], err);
 }
 
 struct tally {
@@ -753,7 +694,7 @@ static enum mw_err answer(struct sync *y, struct push *p, bool *sent, struct mw_
 static enum mw_err push_all(struct sync *y, struct mw_error *err)
 {
     struct push p = {&y->batches[0], &y->batches[1], &y->batches[2], 0, y->a->opt.batch_max_ops};
-    enum mw_err rc = query_i64(y->s, "SELECT COALESCE(MAX(seq), 0) FROM outbox", &p.max_seq, err);
+    enum mw_err rc = mw_outbox_last_seq(y->s, &p.max_seq, err);
     if (rc != MW_OK)
         return fail_local(y, rc);
     snprintf(y->url, sizeof(y->url), "%s/v1/sync/push", y->set->server_url);
@@ -807,7 +748,7 @@ static enum mw_err commit_page(struct sync *y, const struct pull_state *before,
     if (rc != MW_OK)
         return rc;
     int64_t in_flight = 0;
-    rc = query_i64(y->s, "SELECT count(*) FROM outbox WHERE in_flight = 1", &in_flight, err);
+    rc = mw_outbox_in_flight_count(y->s, &in_flight, err);
     if (rc == MW_OK && in_flight > 0)
         rc = mw_fail(err, MW_EINVAL, "pull: %lld ops in flight; push first", (long long)in_flight);
     if (rc == MW_OK)
@@ -826,10 +767,7 @@ static enum mw_err commit_page(struct sync *y, const struct pull_state *before,
             sqlite3_bind_text(st, 1, page->cursor, -1, SQLITE_STATIC);
             sqlite3_bind_int64(st, 2, gen);
             sqlite3_bind_int(st, 3, open);
-            int src = sqlite3_step(st);
-            if (src != SQLITE_DONE)
-                rc = mw_store_fail(y->s, src, err, "save cursor");
-            sqlite3_reset(st);
+            rc = mw_store_run_stmt(y->s, st, "save cursor", err);
         }
     }
     if (rc == MW_OK)
@@ -873,10 +811,10 @@ static enum mw_err pull_all(struct sync *y, struct mw_error *err)
                        "pull: cursor expired; starting again from a snapshot");
             rc = mw_store_begin(y->s, err);
             if (rc == MW_OK)
-                rc = exec2(y->s,
-                           "UPDATE sync_state SET cursor = NULL, snapshot_open = 0"
-                           " WHERE id = 1",
-                           0, 0, err);
+                rc = mw_store_run(y->s,
+                                  "UPDATE sync_state SET cursor = NULL, snapshot_open = 0"
+                                  " WHERE id = 1",
+                                  NULL, 0, "pull: forget the cursor", err);
             if (rc == MW_OK)
                 rc = mw_store_commit(y->s, err);
             else
@@ -925,10 +863,7 @@ static enum mw_err note_start(struct sync *y, struct mw_error *err)
     if (rc == MW_OK) {
         sqlite3_bind_int64(st, 1, mw_timestamp_now_ms());
         sqlite3_bind_text(st, 2, y->res->correlation_id, -1, SQLITE_STATIC);
-        int src = sqlite3_step(st);
-        if (src != SQLITE_DONE)
-            rc = mw_store_fail(y->s, src, err, "note sync start");
-        sqlite3_reset(st);
+        rc = mw_store_run_stmt(y->s, st, "note sync start", err);
     }
     if (rc == MW_OK)
         rc = mw_store_commit(y->s, err);
@@ -1094,31 +1029,32 @@ enum mw_err mw_agent_status(struct mw_agent *a, struct mw_agent_status *out, str
     if (!a || !out)
         return mw_fail(err, MW_EINVAL, "status: agent and out are required");
     memset(out, 0, sizeof(*out));
+    struct mw_outbox_counts c;
+    enum mw_err rc = mw_outbox_counts(a->store, &c, err);
+    if (rc != MW_OK)
+        return rc;
+    out->outbox = c.waiting;
+    out->in_flight = c.in_flight;
+    out->rejected = c.rejected;
     sqlite3_stmt *st = NULL;
-    /* One statement is one read snapshot: the counts agree with each other. */
-    enum mw_err rc = mw_store_stmt(
-        a->store,
-        "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM outbox WHERE in_flight = 1),"
-        " (SELECT count(*) FROM rejected), (SELECT count(*) FROM items),"
-        " last_success_ms, last_attempt_ms, last_error_ms, last_error, cursor, last_sync_cid"
-        " FROM sync_state WHERE id = 1",
-        &st, err);
+    rc = mw_store_stmt(a->store,
+                       "SELECT (SELECT count(*) FROM items), last_success_ms, last_attempt_ms,"
+                       " last_error_ms, last_error, cursor, last_sync_cid"
+                       " FROM sync_state WHERE id = 1",
+                       &st, err);
     if (rc != MW_OK)
         return rc;
     int src = sqlite3_step(st);
     if (src == SQLITE_ROW) {
-        out->outbox = sqlite3_column_int64(st, 0);
-        out->in_flight = sqlite3_column_int64(st, 1);
-        out->rejected = sqlite3_column_int64(st, 2);
-        out->items = sqlite3_column_int64(st, 3);
-        out->last_success_ms = sqlite3_column_int64(st, 4);
-        out->last_attempt_ms = sqlite3_column_int64(st, 5);
-        out->last_error_ms = sqlite3_column_int64(st, 6);
-        const unsigned char *v = sqlite3_column_text(st, 7);
+        out->items = sqlite3_column_int64(st, 0);
+        out->last_success_ms = sqlite3_column_int64(st, 1);
+        out->last_attempt_ms = sqlite3_column_int64(st, 2);
+        out->last_error_ms = sqlite3_column_int64(st, 3);
+        const unsigned char *v = sqlite3_column_text(st, 4);
         snprintf(out->last_error, sizeof(out->last_error), "%s", v ? (const char *)v : "");
-        v = sqlite3_column_text(st, 8);
+        v = sqlite3_column_text(st, 5);
         snprintf(out->cursor, sizeof(out->cursor), "%s", v ? (const char *)v : "");
-        v = sqlite3_column_text(st, 9);
+        v = sqlite3_column_text(st, 6);
         snprintf(out->last_sync_cid, sizeof(out->last_sync_cid), "%s", v ? (const char *)v : "");
     } else {
         rc = mw_store_fail(a->store, src, err, "status");

@@ -1,7 +1,8 @@
 /* test_outbox.c - recording ops on real SQLite files: every op type, the local view of items,
  * refusals that record nothing, monotonic op_ids, the answers' transitions (acknowledged,
- * rejected), the rejected list, the outbox bound, a full disk, several processes recording
- * into one file at once, allocation failures, and recording speed against a raw insert. */
+ * rejected), what the sync reads and marks, the rejected list, the outbox bound, a full disk,
+ * several processes recording into one file at once, allocation failures, and recording speed
+ * against a raw insert. */
 #include "agent_internal.h"
 #include "mem.h"
 #include "midway/agent.h"
@@ -427,6 +428,114 @@ static void test_outbox_answers_keep_the_local_view(void **state)
     assert_int_equal(q_int(f->a, "SELECT count(*) FROM items WHERE sku = 'NEW-1'"), 0);
 }
 
+/* What the row callback of mw_outbox_read_batch saw. */
+struct rows_seen {
+    int n;
+    int stop_after; /* 0: never stop */
+    int64_t seq[8];
+    char op_id[8][MW_UUID_STR_SIZE];
+    char data[8][64];
+};
+
+static int on_row(void *ctx, const struct mw_outbox_row *row)
+{
+    struct rows_seen *r = ctx;
+    assert_true(r->n < 8);
+    assert_non_null(row->op_id);
+    assert_non_null(row->correlation_id);
+    assert_non_null(row->user_id);
+    assert_string_equal(row->type, "inventory.adjust");
+    assert_true(row->at_ms > 0);
+    assert_non_null(row->data);
+    assert_int_equal(row->data_len, strlen(row->data));
+    r->seq[r->n] = row->seq;
+    snprintf(r->op_id[r->n], sizeof r->op_id[r->n], "%s", row->op_id);
+    snprintf(r->data[r->n], sizeof r->data[r->n], "%s", row->data);
+    r->n++;
+    return r->stop_after && r->n >= r->stop_after;
+}
+
+/* The calls the sync makes on the outbox: batches by seq range and count, the in-flight mark
+ * and its counts, the status counts. */
+static void test_outbox_sync_reads_and_marks(void **state)
+{
+    struct fx *f = *state;
+    struct mw_error err = {0};
+    struct mw_store *s = f->a->store;
+    int64_t last = -1;
+    assert_int_equal(mw_outbox_last_seq(s, &last, &err), MW_OK);
+    assert_int_equal(last, 0); /* empty */
+    struct mw_agent_receipt r[5];
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(mw_agent_record_adjust(f->a, &ANN, "SKU-1", i + 1, NULL, &r[i], &err),
+                         MW_OK);
+    assert_int_equal(mw_outbox_last_seq(s, &last, &err), MW_OK);
+    assert_int_equal(last, r[4].seq);
+
+    /* After r[0], up to r[3], at most 10: r[1..3] in seq order. */
+    struct rows_seen seen = {0};
+    assert_int_equal(mw_outbox_read_batch(s, r[0].seq, r[3].seq, 10, on_row, &seen, &err), MW_OK);
+    assert_int_equal(seen.n, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(seen.seq[i], r[i + 1].seq);
+        assert_string_equal(seen.op_id[i], r[i + 1].op_id);
+    }
+    assert_string_equal(seen.data[0], "{\"sku\":\"SKU-1\",\"delta\":2}");
+    /* The row limit, and the callback stopping. */
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(mw_outbox_read_batch(s, 0, last, 2, on_row, &seen, &err), MW_OK);
+    assert_int_equal(seen.n, 2);
+    memset(&seen, 0, sizeof seen);
+    seen.stop_after = 1;
+    assert_int_equal(mw_outbox_read_batch(s, 0, last, 5, on_row, &seen, &err), MW_OK);
+    assert_int_equal(seen.n, 1);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(mw_outbox_read_batch(s, last, last, 5, on_row, &seen, &err), MW_OK);
+    assert_int_equal(seen.n, 0);
+
+    /* Mark r[1..3] in flight, as a sync does before sending them. */
+    int64_t n = -1;
+    assert_int_equal(mw_outbox_in_flight_count(s, &n, &err), MW_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(mw_store_begin(s, &err), MW_OK);
+    assert_int_equal(mw_outbox_mark_in_flight(s, r[1].seq, r[3].seq, 1700000000123, &err), MW_OK);
+    assert_int_equal(mw_store_commit(s, &err), MW_OK);
+    assert_int_equal(mw_outbox_in_flight_count(s, &n, &err), MW_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(q_int(f->a, "SELECT count(*) FROM outbox WHERE attempts = 1"
+                                 " AND last_attempt_ms = 1700000000123"),
+                     3);
+    struct mw_outbox_counts c;
+    assert_int_equal(mw_outbox_counts(s, &c, &err), MW_OK);
+    assert_int_equal(c.waiting, 5);
+    assert_int_equal(c.in_flight, 3);
+    assert_int_equal(c.rejected, 0);
+
+    /* Unmark r[1..2] (refused whole); their attempts stay counted. */
+    assert_int_equal(mw_store_begin(s, &err), MW_OK);
+    assert_int_equal(mw_outbox_unmark_in_flight(s, r[1].seq, r[2].seq, &err), MW_OK);
+    assert_int_equal(mw_store_commit(s, &err), MW_OK);
+    assert_int_equal(mw_outbox_in_flight_count(s, &n, &err), MW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(q_int(f->a, "SELECT count(*) FROM outbox WHERE attempts = 1"), 3);
+
+    /* One rejected, one acknowledged: the counts follow. */
+    reject_seq(f->a, r[3].seq, "insufficient_stock");
+    assert_int_equal(mw_store_begin(s, &err), MW_OK);
+    assert_int_equal(mw_outbox_ack_range(s, r[0].seq, r[0].seq, &err), MW_OK);
+    assert_int_equal(mw_store_commit(s, &err), MW_OK);
+    assert_int_equal(mw_outbox_counts(s, &c, &err), MW_OK);
+    assert_int_equal(c.waiting, 3);
+    assert_int_equal(c.in_flight, 0);
+    assert_int_equal(c.rejected, 1);
+    struct mw_agent_status st;
+    assert_int_equal(mw_agent_status(f->a, &st, &err), MW_OK);
+    assert_int_equal(st.outbox, 3);
+    assert_int_equal(st.in_flight, 0);
+    assert_int_equal(st.rejected, 1);
+    assert_int_equal(st.items, 1);
+}
+
 struct rej {
     int n;
     char op_id[40];
@@ -736,6 +845,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outbox_validates_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_op_ids_stay_monotonic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_answers_keep_the_local_view, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_sync_reads_and_marks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_rejected_retry_and_drop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_limit_refuses_with_nothing_dropped, setup,
                                         teardown),

@@ -1,6 +1,7 @@
 /* test_store.c - the agent's SQLite data file: schema creation and migration guard, pragmas,
- * several processes at once, error mapping (busy, full, not a database), statement cache,
- * transactions and the local quantity rule. Real files in a scratch directory. */
+ * several processes at once, error mapping (busy, full, not a database), statement cache, the
+ * single-statement helpers, transactions and the local quantity rule. Real files in a scratch
+ * directory. */
 #include "mem.h"
 #include "schema_files.h"
 #include "store.h"
@@ -607,6 +608,93 @@ static void test_store_statement_cache(void **state)
     mw_store_close(s);
 }
 
+/* mw_store_run, _query_i64, _query_text and _run_stmt: integer parameters in order, what a
+ * missing row or a NULL gives, failures named by `what`, and no statement left mid-way. */
+static void test_store_single_statements(void **state)
+{
+    struct fx *f = *state;
+    struct mw_error err = {0};
+    struct mw_store *s = open_ok(f->path, NULL);
+    assert_int_equal(mw_store_exec(s, "CREATE TABLE t (a INTEGER, b INTEGER, c TEXT UNIQUE)", &err),
+                     MW_OK);
+    const int64_t rows[][2] = {{1, 10}, {2, 20}, {3, INT64_MAX}};
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(
+            mw_store_run(s, "INSERT INTO t (a, b) VALUES (?1, ?2)", rows[i], 2, "insert", &err),
+            MW_OK);
+    int64_t v = -1;
+    const int64_t two[] = {2, 3};
+    assert_int_equal(mw_store_query_i64(s, "SELECT b FROM t WHERE a BETWEEN ?1 AND ?2 ORDER BY a",
+                                        two, 2, "read b", &v, &err),
+                     MW_OK);
+    assert_int_equal(v, 20); /* the first row; the rest are not read */
+    assert_int_equal(
+        mw_store_query_i64(s, "SELECT b FROM t WHERE a = ?1", &rows[2][0], 1, "read b", &v, &err),
+        MW_OK);
+    assert_true(v == INT64_MAX);
+    const int64_t none = 99;
+    assert_int_equal(
+        mw_store_query_i64(s, "SELECT b FROM t WHERE a = ?1", &none, 1, "read b", &v, &err), MW_OK);
+    assert_int_equal(v, 0); /* no row */
+    v = -1;
+    assert_int_equal(
+        mw_store_query_i64(s, "SELECT MAX(a) FROM t WHERE a > 5", NULL, 0, "max", &v, &err), MW_OK);
+    assert_int_equal(v, 0); /* NULL */
+    assert_int_equal(mw_store_run(s, "DELETE FROM t WHERE a = ?1", &rows[0][0], 1, "delete", &err),
+                     MW_OK);
+    assert_int_equal(db_int(s, "SELECT count(*) FROM t"), 2);
+
+    /* Text parameters: bound by the caller, stepped by mw_store_run_stmt. */
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(mw_store_stmt(s, "UPDATE t SET c = ?1 WHERE a = ?2", &st, &err), MW_OK);
+    sqlite3_bind_text(st, 1, "a long text value", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, 2);
+    assert_int_equal(mw_store_run_stmt(s, st, "name a", &err), MW_OK);
+    assert_int_equal(sqlite3_stmt_busy(st), 0);
+    char text[7] = "xxxxxx";
+    assert_int_equal(mw_store_query_text(s, "SELECT c FROM t WHERE a = ?1", two, 1, "read c", text,
+                                         sizeof(text), &err),
+                     MW_OK);
+    assert_string_equal(text, "a long"); /* cut to fit */
+    assert_int_equal(mw_store_query_text(s, "SELECT c FROM t WHERE a = ?1", &two[1], 1, "read c",
+                                         text, sizeof(text), &err),
+                     MW_OK);
+    assert_string_equal(text, ""); /* NULL */
+    assert_int_equal(mw_store_query_text(s, "SELECT c FROM t WHERE a = ?1", &none, 1, "read c",
+                                         text, sizeof(text), &err),
+                     MW_OK);
+    assert_string_equal(text, ""); /* no row */
+
+    /* Failures: named by `what`, the statement reset, nothing written. */
+    assert_int_equal(mw_store_stmt(s, "UPDATE t SET c = ?1 WHERE a = ?2", &st, &err), MW_OK);
+    sqlite3_bind_text(st, 1, "a long text value", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, 3);
+    assert_int_equal(mw_store_run_stmt(s, st, "name again", &err), MW_EIO);
+    assert_non_null(strstr(err.msg, "name again"));
+    assert_non_null(strstr(err.msg, "UNIQUE"));
+    assert_int_equal(sqlite3_stmt_busy(st), 0);
+    mw_error_clear(&err);
+    assert_int_equal(
+        mw_store_run(s, "DELETE FROM t WHERE a = ?1", two, 2, "too many parameters", &err),
+        MW_EINVAL);
+    assert_non_null(strstr(err.msg, "too many parameters"));
+    mw_error_clear(&err);
+    assert_int_equal(mw_store_run(s, "DELETE FROM nowhere WHERE a = ?1", two, 1, "bad", &err),
+                     MW_EIO);
+    mw_error_clear(&err);
+    /* A statement that returns rows is not one for mw_store_run. */
+    assert_int_equal(mw_store_run(s, "SELECT a FROM t", NULL, 0, "rows", &err), MW_EINVAL);
+    assert_non_null(strstr(err.msg, "rows"));
+    mw_error_clear(&err);
+    assert_int_equal(db_int(s, "SELECT count(*) FROM t"), 2);
+    /* Nothing was left mid-way: a write transaction starts and commits. */
+    assert_int_equal(mw_store_begin(s, &err), MW_OK);
+    assert_int_equal(mw_store_run(s, "DELETE FROM t", NULL, 0, "empty t", &err), MW_OK);
+    assert_int_equal(mw_store_commit(s, &err), MW_OK);
+    assert_int_equal(db_int(s, "SELECT count(*) FROM t"), 0);
+    mw_store_close(s);
+}
+
 /* The rule in store.h: quantity = server_quantity + pending deltas; an acknowledged op folds
  * into server_quantity, a rejected op drops out, a pull overwrites. */
 static int64_t quantity(struct mw_store *s, const char *sku)
@@ -742,17 +830,10 @@ static void test_store_allocation_failures(void **state)
     }
     assert_true(succeeded);
 
-    /* Growing the statement cache. */
+    /* Growing the statement cache (open itself has put its PRAGMA queries in it). */
     struct mw_store *s = open_ok(f->path, NULL);
     struct mw_error err = {0};
     sqlite3_stmt *st = NULL;
-    mw_mem_fail_at(1);
-    assert_int_equal(mw_store_stmt(s, "SELECT 1", &st, &err), MW_ENOMEM);
-    mw_mem_fail_reset();
-    assert_null(st);
-    mw_error_clear(&err);
-    assert_int_equal(mw_store_stmt(s, "SELECT 1", &st, &err), MW_OK);
-    assert_non_null(st);
     /* Every new statement with allocation failing: where the cache has to grow it fails
      * cleanly and the same call works afterwards; the cache stays usable throughout. */
     char sql[40][32];
@@ -804,6 +885,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_transactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_statement_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_single_statements, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_local_quantity_rule, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_schema_refuses_bad_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_allocation_failures, setup, teardown),
