@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 /* After a failed connect, a worker waits this long before trying again, so a database
- * that is down costs one attempt per worker per interval, not one per request. */
+ * that is down costs one attempt per worker per interval, not one per request. The wait ends
+ * early once another worker has connected since: the database is back, and a request must
+ * not get a 503 from a worker that only happened to fail last. */
 #define RECONNECT_INTERVAL_MS 1000
 
 struct worker {
@@ -22,6 +24,7 @@ struct worker {
     pthread_t thread;
     PGconn *conn;           /* this worker's only; never shared */
     int64_t next_try_ms;    /* earliest next connect attempt after a failure */
+    unsigned long fail_gen; /* the pool's connects count when this worker's connect failed */
     bool had_conn;          /* a connection existed before: the next one is a reconnect */
 };
 
@@ -41,6 +44,7 @@ struct mw_pool {
     size_t busy;                        /* guarded by mu */
     size_t connected;                   /* guarded by mu */
     unsigned long reconnects;           /* guarded by mu */
+    unsigned long connects;             /* guarded by mu: successful connects, ever */
     bool stopping;                      /* guarded by mu */
     bool aborting;                      /* guarded by mu: jobs left get no connection */
     int exited;                         /* guarded by mu: workers past their last job */
@@ -60,9 +64,19 @@ static void set_connected(struct mw_pool *p, int delta, bool reconnect)
 {
     pthread_mutex_lock(&p->mu);
     p->connected = (size_t)((long)p->connected + delta);
+    if (delta > 0)
+        p->connects++;
     if (reconnect)
         p->reconnects++;
     pthread_mutex_unlock(&p->mu);
+}
+
+static unsigned long connects(struct mw_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    unsigned long n = p->connects;
+    pthread_mutex_unlock(&p->mu);
+    return n;
 }
 
 static bool aborting(struct mw_pool *p)
@@ -85,11 +99,13 @@ static PGconn *worker_conn(struct worker *w)
         set_connected(w->pool, -1, false);
     }
     int64_t now = now_ms();
-    if (now < w->next_try_ms || aborting(w->pool))
+    if ((now < w->next_try_ms && connects(w->pool) == w->fail_gen) || aborting(w->pool))
         return NULL;
     struct mw_error err = {0};
+    unsigned long gen = connects(w->pool);
     if (mw_db_connect_limits(w->pool->conninfo, &w->pool->limits, &w->conn, &err) != MW_OK) {
         w->next_try_ms = now + RECONNECT_INTERVAL_MS;
+        w->fail_gen = gen;
         MW_LOG(MW_LOG_WARN, NULL, "database worker: %s", err.msg);
         return NULL;
     }
