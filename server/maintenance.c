@@ -46,7 +46,7 @@ enum mw_err mw_maintenance_run(PGconn *conn, struct mw_maintenance_report *rep,
         rep->partitions_created = (int)v;
     else
         first = rc;
-    rc = step(conn, "SELECT count(*) FROM midway_apply_retention()", &v, err);
+    rc = step(conn, "SELECT count(*) FROM midway_apply_retention_policy()", &v, err);
     if (rc == MW_OK)
         rep->retention_actions = (int)v;
     else if (first == MW_OK)

@@ -129,6 +129,15 @@ static PGconn *connect_as(const char *user)
     return c;
 }
 
+/* The deployment's login role, created by the first test that needs it. */
+static void ensure_app_role(void)
+{
+    exec_ok(su,
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" APP_ROLE "') "
+            "THEN CREATE ROLE " APP_ROLE " LOGIN IN ROLE midway_runtime; END IF; END $$",
+            0, NULL);
+}
+
 /* Creates an active user holding role_name ("" for none); returns its user_id (malloc'd). */
 static char *make_user(const char *username, const char *role_name)
 {
@@ -927,13 +936,26 @@ static void retention_archives_then_drops_old_partitions(void **state)
                             "partition_name = $1 AND dropped_at IS NOT NULL AND row_count = 1",
                             1, pp),
                      1);
-    /* Without cold storage a deployment opts out of the export step. */
-    r = must(su,
-             "SELECT action FROM midway_apply_retention(archive_grace => '0', "
-             "require_export => false)",
-             0, NULL);
-    assert_int_equal(PQntuples(r), 1); /* the UserInteraction month */
+    /* Without cold storage a deployment opts out of the export step: in retention_policy,
+     * which the server's maintenance applies through midway_apply_retention_policy(). */
+    ensure_app_role();
+    PGconn *app = connect_as(APP_ROLE);
+    r = must(app, "SELECT action FROM midway_apply_retention_policy()", 0, NULL);
+    assert_int_equal(PQntuples(r), 0); /* the default policy: exported and 30 days of grace */
     PQclear(r);
+    exec_ok(su, "UPDATE retention_policy SET archive_grace = '0', require_export = false", 0,
+            NULL);
+    r = must(app, "SELECT action FROM midway_apply_retention_policy()", 0, NULL);
+    assert_int_equal(PQntuples(r), 1); /* the UserInteraction month */
+    assert_string_equal(PQgetvalue(r, 0, 0), "dropped");
+    PQclear(r);
+    exec_ok(su, "UPDATE retention_policy SET archive_grace = DEFAULT, require_export = DEFAULT", 0,
+            NULL);
+    /* The policy keeps to what midway_apply_retention() accepts. */
+    rejects(su, "UPDATE retention_policy SET integration_keep = '1 day'", 0, NULL, "23514");
+    rejects(su, "INSERT INTO retention_policy (id) VALUES (false)", 0, NULL, "23514");
+    rejects(su, "INSERT INTO retention_policy DEFAULT VALUES", 0, NULL, "23505");
+    PQfinish(app);
     free(old_part);
     free(ui_part);
     free(old);
@@ -998,7 +1020,7 @@ static void runtime_role_sees_rows_as_rls_allows(void **state)
 {
     (void)state;
     REQUIRE_SCHEMA();
-    exec_ok(su, "CREATE ROLE " APP_ROLE " LOGIN IN ROLE midway_runtime", 0, NULL);
+    ensure_app_role();
     char *op1 = make_user("it_rls_op1", "operator");
     char *op2 = make_user("it_rls_op2", "operator");
     char *mgr = make_user("it_rls_mgr", "manager");
@@ -1126,7 +1148,8 @@ static void runtime_role_sees_rows_as_rls_allows(void **state)
     rejects(app, "SELECT midway_archive_mark_exported('x')", 0, NULL, "42501");
     /* But it runs the maintenance the server's loop needs. */
     assert_true(number(app, "SELECT midway_ensure_partitions()", 0, NULL) >= 0);
-    assert_true(number(app, "SELECT count(*) FROM midway_apply_retention()", 0, NULL) >= 0);
+    assert_true(number(app, "SELECT count(*) FROM midway_apply_retention_policy()", 0, NULL) >=
+                0);
     assert_true(number(app, "SELECT midway_prune_change_feed()", 0, NULL) >= 0);
     PQfinish(app);
 
@@ -1148,6 +1171,75 @@ static void runtime_role_sees_rows_as_rls_allows(void **state)
     free(op2);
     free(mgr);
     free(aud);
+}
+
+/* Least privilege (009): the runtime role writes exactly the columns the server writes, never
+ * registers devices, and runs retention only with the owner's policy. */
+static void runtime_role_writes_only_what_the_server_writes(void **state)
+{
+    (void)state;
+    REQUIRE_SCHEMA();
+    ensure_app_role();
+    char *loc = make_location("it-lp-dock");
+    exec_ok(su,
+            "INSERT INTO device (device_id, kind, token_hash) VALUES ('it-lp-dev', 'scanner', "
+            "'h-it-lp-dev')",
+            0, NULL);
+    exec_ok(su,
+            "INSERT INTO inventory (item_name, item_sku, quantity, location_id) "
+            "VALUES ('LP', 'IT-LP-1', 5, $1::int)",
+            1, (const char *const[]){loc});
+    PGconn *app = connect_as(APP_ROLE);
+
+    /* device: read, refresh last_seen_at, lock; nothing else. */
+    rejects(app,
+            "INSERT INTO device (device_id, kind, token_hash) VALUES ('it-lp-rogue', 'scanner', "
+            "'h-rogue')",
+            0, NULL, "42501");
+    rejects(app, "UPDATE device SET token_hash = 'h-stolen' WHERE device_id = 'it-lp-dev'", 0,
+            NULL, "42501");
+    rejects(app, "UPDATE device SET revoked_at = NULL WHERE device_id = 'it-lp-dev'", 0, NULL,
+            "42501");
+    rejects(app, "UPDATE device SET name = 'x' WHERE device_id = 'it-lp-dev'", 0, NULL, "42501");
+    exec_ok(app, "UPDATE device SET last_seen_at = now() WHERE device_id = 'it-lp-dev'", 0, NULL);
+    exec_ok(app, "BEGIN", 0, NULL);
+    assert_int_equal(number(app,
+                            "SELECT count(*) FROM (SELECT 1 FROM device d WHERE d.device_id = "
+                            "'it-lp-dev' FOR NO KEY UPDATE OF d) x",
+                            0, NULL),
+                     1);
+    exec_ok(app, "ROLLBACK", 0, NULL);
+
+    /* inventory: quantity, location and the timestamp; never the item's identity. */
+    rejects(app, "UPDATE inventory SET item_sku = 'IT-LP-2' WHERE item_sku = 'IT-LP-1'", 0, NULL,
+            "42501");
+    rejects(app, "UPDATE inventory SET item_name = 'x' WHERE item_sku = 'IT-LP-1'", 0, NULL,
+            "42501");
+    rejects(app, "UPDATE inventory SET description = 'x' WHERE item_sku = 'IT-LP-1'", 0, NULL,
+            "42501");
+    rejects(app,
+            "UPDATE inventory SET resource_id = gen_random_uuid() WHERE item_sku = 'IT-LP-1'", 0,
+            NULL, "42501");
+    exec_ok(app,
+            "UPDATE inventory SET quantity = 4, location_id = $1::int, last_updated_at = now() "
+            "WHERE item_sku = 'IT-LP-1'",
+            1, (const char *const[]){loc});
+    exec_ok(app,
+            "INSERT INTO inventory (item_name, item_sku, quantity, location_id) "
+            "VALUES ('LP new', 'IT-LP-NEW', 1, $1::int)",
+            1, (const char *const[]){loc});
+
+    /* Retention: the wrapper, never the function with arguments of the caller's choosing. */
+    rejects(app,
+            "SELECT * FROM midway_apply_retention('1 month', '1 month', '0', false)", 0, NULL,
+            "42501");
+    rejects(app, "SELECT * FROM midway_apply_retention()", 0, NULL, "42501");
+    rejects(app, "UPDATE retention_policy SET archive_grace = '0'", 0, NULL, "42501");
+    rejects(app, "SELECT * FROM retention_policy", 0, NULL, "42501");
+    assert_true(number(app, "SELECT count(*) FROM midway_apply_retention_policy()", 0, NULL) >=
+                0);
+    PQfinish(app);
+    free(loc);
 }
 
 /* ---- change feed ---- */
@@ -1315,6 +1407,7 @@ int main(void)
         cmocka_unit_test(retention_archives_then_drops_old_partitions),
         cmocka_unit_test(second_application_fails_and_changes_nothing),
         cmocka_unit_test(runtime_role_sees_rows_as_rls_allows),
+        cmocka_unit_test(runtime_role_writes_only_what_the_server_writes),
         cmocka_unit_test(change_feed_never_skips_late_commits),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
