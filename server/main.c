@@ -4,9 +4,12 @@
 #include "admin.h"
 #include "conf.h"
 #include "db.h"
+#include "dbrole.h"
 #include "localdb.h"
 #include "midway/log.h"
 #include "migrate.h"
+#include "runas.h"
+#include "secretfile.h"
 #include "serve.h"
 #include "tlsca.h"
 
@@ -43,6 +46,9 @@ struct serve_conf {
     char *listen;
     char *db;
     char *db_owner;
+    char *db_file;
+    char *db_owner_file;
+    char *user;
     char *tls_cert;
     char *tls_key;
     char *tls_names;
@@ -72,6 +78,13 @@ static const struct mw_conf_entry serve_table[] = {
      "runtime-role conninfo of an existing PostgreSQL (default: the local one)"},
     {"db-owner", MW_CONF_STRING, OFF(db_owner), 1, 4096, NULL,
      "owner-role conninfo used to migrate an existing PostgreSQL at start"},
+    {"db-file", MW_CONF_STRING, OFF(db_file), 1, 4096, NULL,
+     "file holding the db conninfo (mode 0600; or env MIDWAY_DB): keeps passwords off the "
+     "command line"},
+    {"db-owner-file", MW_CONF_STRING, OFF(db_owner_file), 1, 4096, NULL,
+     "file holding the db-owner conninfo (mode 0600; or env MIDWAY_DB_OWNER)"},
+    {"user", MW_CONF_STRING, OFF(user), 1, MW_RUNAS_NAME_MAX, NULL,
+     "OS user to run as once the port is bound; required when started as root"},
     {"tls-cert", MW_CONF_STRING, OFF(tls_cert), 1, 4096, NULL,
      "server certificate chain (default: DATA/tls/server.pem from the local CA)"},
     {"tls-key", MW_CONF_STRING, OFF(tls_key), 1, 4096, NULL,
@@ -286,6 +299,58 @@ static enum mw_err check_schema(const char *conninfo, struct mw_error *err)
     return rc;
 }
 
+/* The login serve works as must be subject to row-level security (dbrole.h). */
+static enum mw_err check_runtime_role(const char *conninfo, struct mw_error *err)
+{
+    PGconn *conn = NULL;
+    enum mw_err rc = mw_db_connect(conninfo, &conn, err);
+    if (rc != MW_OK)
+        return rc;
+    rc = mw_dbrole_check_runtime(conn, err);
+    PQfinish(conn);
+    return rc;
+}
+
+/* A conninfo from its flag, else its file, else the environment (NULL when none): a password
+ * need never be on the command line. *owned gets what the caller frees (mw_secretfile_free). */
+static int pick_conninfo(const char *key, const char *value, const char *file, const char *env,
+                         const char **out, char **owned)
+{
+    *out = NULL;
+    *owned = NULL;
+    if (value && file) {
+        MW_LOG(MW_LOG_ERROR, NULL, "give --%s or --%s-file, not both", key, key);
+        return EXIT_USAGE;
+    }
+    if (value) {
+        *out = value;
+        return 0;
+    }
+    if (file) {
+        struct mw_error err = {0};
+        if (mw_secretfile_read(file, owned, &err) != MW_OK) {
+            MW_LOG(MW_LOG_ERROR, NULL, "--%s-file: %s", key, err.msg);
+            return EXIT_USAGE;
+        }
+        *out = *owned;
+        return 0;
+    }
+    const char *e = getenv(env);
+    if (e && *e)
+        *out = e;
+    return 0;
+}
+
+/* serve's after_bind: the listener is bound and the TLS key loaded; root goes now. */
+static enum mw_err drop_root(void *arg, struct mw_error *err)
+{
+    const struct mw_runas *ra = arg;
+    enum mw_err rc = mw_runas_drop(ra, err);
+    if (rc == MW_OK && ra->drop)
+        MW_LOG(MW_LOG_INFO, NULL, "running as %s (uid %u)", ra->name, (unsigned)ra->uid);
+    return rc;
+}
+
 static void on_ready(void *arg, int port)
 {
     (void)arg;
@@ -294,6 +359,8 @@ static void on_ready(void *arg, int port)
 
 static int cmd_serve(int argc, char **argv)
 {
+    /* Nothing serve creates (TLS keys, the database's password file, logs) is for others. */
+    umask(077);
     struct serve_conf c;
     memset(&c, 0, sizeof c);
     int help = 0;
@@ -318,6 +385,20 @@ static int cmd_serve(int argc, char **argv)
     struct mw_localdb *local = NULL;
     struct mw_error err = {0};
     char cert[4200], key[4200];
+    const char *db = NULL, *db_owner = NULL;
+    char *db_owned = NULL, *db_owner_owned = NULL;
+    struct mw_runas ra;
+    if (mw_runas_resolve(c.user, &ra, &err) != MW_OK) {
+        MW_LOG(MW_LOG_ERROR, NULL, "%s", err.msg);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    rc = pick_conninfo("db", c.db, c.db_file, "MIDWAY_DB", &db, &db_owned);
+    if (rc == 0)
+        rc = pick_conninfo("db-owner", c.db_owner, c.db_owner_file, "MIDWAY_DB_OWNER", &db_owner,
+                           &db_owner_owned);
+    if (rc != 0)
+        goto out;
     rc = 1;
     if (lock_data_dir(c.data, &lock_fd) != 0)
         goto out;
@@ -357,20 +438,28 @@ static int cmd_serve(int argc, char **argv)
     }
 
     /* Database: the local default, or an existing one. */
-    const char *runtime = c.db;
-    if (!c.db) {
+    const char *runtime = db;
+    if (!db) {
         if (mw_localdb_open(c.data, &local, &err) != MW_OK) {
             MW_LOG(MW_LOG_ERROR, NULL, "local database in %s: %s", c.data, err.msg);
             goto out;
         }
         local->serving = true; /* serve owns DATA: it stops the cluster at exit */
         runtime = local->runtime_conninfo;
-    } else if (c.db_owner) {
-        if (migrate_existing(c.db_owner, &err) != MW_OK) {
+        if (ra.drop && mw_localdb_prepare_drop(local, ra.gid, &err) != MW_OK) {
+            MW_LOG(MW_LOG_ERROR, NULL, "local database in %s: %s", c.data, err.msg);
+            goto out;
+        }
+    } else if (db_owner) {
+        if (migrate_existing(db_owner, &err) != MW_OK) {
             MW_LOG(MW_LOG_ERROR, NULL, "migrate: %s", err.msg);
             goto out;
         }
-    } else if (check_schema(c.db, &err) != MW_OK) {
+    } else if (check_schema(db, &err) != MW_OK) {
+        MW_LOG(MW_LOG_ERROR, NULL, "%s", err.msg);
+        goto out;
+    }
+    if (check_runtime_role(runtime, &err) != MW_OK) {
         MW_LOG(MW_LOG_ERROR, NULL, "%s", err.msg);
         goto out;
     }
@@ -393,6 +482,8 @@ static int cmd_serve(int argc, char **argv)
         .pull_limit_default = (int)c.pull_limit,
         .db_statement_timeout_ms = (int)c.db_statement_timeout,
         .db_lock_timeout_ms = (int)c.db_lock_timeout,
+        .after_bind = drop_root,
+        .after_bind_arg = &ra,
     };
     if (mw_serve_run(&sc, on_ready, NULL, &err) != MW_OK) {
         MW_LOG(MW_LOG_ERROR, NULL, "serve: %s", err.msg);
@@ -413,6 +504,8 @@ out:
     }
     if (lock_fd >= 0)
         close(lock_fd);
+    mw_secretfile_free(db_owned);
+    mw_secretfile_free(db_owner_owned);
     mw_conf_free(serve_table, SERVE_TABLE_N, &c);
     if (rc == 0)
         MW_LOG(MW_LOG_INFO, NULL, "stopped");

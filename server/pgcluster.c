@@ -246,15 +246,29 @@ static enum mw_err make_owned_dir(const char *dir, mode_t mode, struct mw_error 
             return mw_fail(err, MW_EIO, "mkdir %s: %s", path, strerror(errno));
         *p = '/';
     }
-    if (mkdir(path, mode) != 0 && errno != EEXIST)
-        return mw_fail(err, MW_EIO, "mkdir %s: %s", path, strerror(errno));
+    bool existed = false;
+    if (mkdir(path, mode) != 0) {
+        if (errno != EEXIST)
+            return mw_fail(err, MW_EIO, "mkdir %s: %s", path, strerror(errno));
+        existed = true;
+    }
     struct run_as ra;
     enum mw_err rc = resolve_run_as(&ra, err);
     if (rc != MW_OK)
         return rc;
-    if (ra.drop && chown(path, ra.uid, ra.gid) != 0)
+    /* A directory shared with one group (mw_pgcluster_share_socket) keeps that group and its
+     * group search bits; nothing else survives. */
+    struct stat st;
+    gid_t gid = ra.gid;
+    mode_t keep = 0;
+    if (existed && stat(path, &st) == 0 && st.st_uid == (ra.drop ? ra.uid : geteuid())) {
+        keep = st.st_mode & 0050;
+        if (keep)
+            gid = st.st_gid;
+    }
+    if (ra.drop && chown(path, ra.uid, gid) != 0)
         return mw_fail(err, MW_EIO, "chown %s to " PG_OS_USER ": %s", path, strerror(errno));
-    if (chmod(path, mode) != 0)
+    if (chmod(path, mode | keep) != 0)
         return mw_fail(err, MW_EIO, "chmod %s: %s", path, strerror(errno));
     return MW_OK;
 }
@@ -299,16 +313,27 @@ enum mw_err mw_pgcluster_init(const struct mw_pgcluster_config *cfg, struct mw_e
 
     char user_opt[128];
     snprintf(user_opt, sizeof user_opt, "--username=%s", superuser_of(cfg));
-    /* Local (socket) connections are trusted: the socket directory is 0700, so the OS user
-     * is the authentication. TCP is loopback-only and only for test clusters. */
+    char pw_opt[PROGRAM_PATH_MAX + 16] = "";
+    /* With a password file, every connection proves a password: a socket directory's mode
+     * alone would let in any process of the cluster's OS user, or root's, as any role.
+     * Without one (test clusters), local and loopback connections are trusted. TCP is
+     * loopback-only and only for test clusters. */
+    const bool pw = cfg->superuser_password_file != NULL;
+    if (pw && snprintf(pw_opt, sizeof pw_opt, "--pwfile=%s", cfg->superuser_password_file) >=
+                  (int)sizeof pw_opt)
+        return mw_fail(err, MW_EINVAL, "password file path too long");
+    const char *host_auth = !cfg->listen_loopback ? "--auth-host=reject"
+                            : pw                  ? "--auth-host=scram-sha-256"
+                                                  : "--auth-host=trust";
     char *const argv[] = {initdb,
                           "--pgdata",
                           (char *)cfg->data_dir,
                           user_opt,
                           "--encoding=UTF8",
                           "--locale=C.UTF-8",
-                          "--auth-local=trust",
-                          cfg->listen_loopback ? "--auth-host=trust" : "--auth-host=reject",
+                          pw ? "--auth-local=scram-sha-256" : "--auth-local=trust",
+                          (char *)host_auth,
+                          pw ? pw_opt : NULL,
                           NULL};
     struct tail out = {.len = 0};
     int status = 0;
@@ -401,6 +426,158 @@ enum mw_err mw_pgcluster_start(const struct mw_pgcluster_config *cfg, struct mw_
         return mw_fail(err, MW_EIO, "PostgreSQL on %s did not start (pg_ctl exited %d); "
                        "its log %s ends: %s", cfg->data_dir, status, log_file, msg);
     }
+    return MW_OK;
+}
+
+/* pg_hba.conf is PostgreSQL's own small file; a larger one is not the one we wrote. */
+#define HBA_MAX 65536
+
+enum mw_err mw_pgcluster_hba_trusts(const struct mw_pgcluster_config *cfg, bool *trusts_out,
+                                    struct mw_error *err)
+{
+    *trusts_out = false;
+    enum mw_err rc = check_config(cfg, err);
+    if (rc != MW_OK)
+        return rc;
+    char path[PROGRAM_PATH_MAX];
+    snprintf(path, sizeof path, "%s/pg_hba.conf", cfg->data_dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return mw_fail(err, MW_EIO, "open %s: %s", path, strerror(errno));
+    char *text = mw_malloc(HBA_MAX + 1);
+    size_t len = 0;
+    if (!text) {
+        close(fd);
+        return mw_fail(err, MW_ENOMEM, "out of memory");
+    }
+    for (;;) {
+        ssize_t r = read(fd, text + len, HBA_MAX + 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = mw_fail(err, MW_EIO, "read %s: %s", path, strerror(errno));
+            break;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+        if (len > HBA_MAX) {
+            rc = mw_fail(err, MW_ETOOBIG, "%s is larger than %d bytes", path, HBA_MAX);
+            break;
+        }
+    }
+    close(fd);
+    if (rc == MW_OK) {
+        text[len] = '\0';
+        /* A record is whitespace-separated fields; the method is the first field after the
+         * address ones, and "trust" appears as a whole field nowhere else in a record. */
+        for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
+             line = strtok_r(NULL, "\n", &save)) {
+            char *hash = strchr(line, '#');
+            if (hash)
+                *hash = '\0';
+            for (char *fs = NULL, *f = strtok_r(line, " \t\r", &fs); f;
+                 f = strtok_r(NULL, " \t\r", &fs)) {
+                if (strcmp(f, "trust") == 0)
+                    *trusts_out = true;
+            }
+        }
+    }
+    mw_free(text);
+    return rc;
+}
+
+/* Writes text to path atomically: a temporary file beside it, fsynced, renamed over, and the
+ * directory fsynced; owned by the cluster's OS user when we are root. */
+static enum mw_err write_cluster_file(const char *dir, const char *name, const char *text,
+                                      struct mw_error *err)
+{
+    char path[PROGRAM_PATH_MAX], tmp[PROGRAM_PATH_MAX + 8];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    struct run_as ra;
+    enum mw_err rc = resolve_run_as(&ra, err);
+    if (rc != MW_OK)
+        return rc;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return mw_fail(err, MW_EIO, "create %s: %s", tmp, strerror(errno));
+    size_t len = strlen(text), off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            rc = mw_fail(err, MW_EIO, "write %s: %s", tmp, strerror(errno));
+            break;
+        }
+        off += (size_t)w;
+    }
+    if (rc == MW_OK && ra.drop && fchown(fd, ra.uid, ra.gid) != 0)
+        rc = mw_fail(err, MW_EIO, "chown %s: %s", tmp, strerror(errno));
+    if (rc == MW_OK && fsync(fd) != 0)
+        rc = mw_fail(err, MW_EIO, "fsync %s: %s", tmp, strerror(errno));
+    close(fd);
+    if (rc == MW_OK && rename(tmp, path) != 0)
+        rc = mw_fail(err, MW_EIO, "rename %s: %s", tmp, strerror(errno));
+    if (rc != MW_OK) {
+        unlink(tmp);
+        return rc;
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    return MW_OK;
+}
+
+enum mw_err mw_pgcluster_hba_require_scram(const struct mw_pgcluster_config *cfg,
+                                           struct mw_error *err)
+{
+    enum mw_err rc = check_config(cfg, err);
+    if (rc != MW_OK)
+        return rc;
+    const char *text =
+        cfg->listen_loopback
+            ? "# Written by Midway: every connection proves a SCRAM password.\n"
+              "local all all scram-sha-256\n"
+              "host all all 127.0.0.1/32 scram-sha-256\n"
+            : "# Written by Midway: every connection proves a SCRAM password; no TCP.\n"
+              "local all all scram-sha-256\n";
+    rc = write_cluster_file(cfg->data_dir, "pg_hba.conf", text, err);
+    if (rc != MW_OK || !mw_pgcluster_running(cfg))
+        return rc;
+    char pg_ctl[PROGRAM_PATH_MAX];
+    rc = find_program("pg_ctl", pg_ctl, sizeof pg_ctl, err);
+    if (rc != MW_OK)
+        return rc;
+    char *const argv[] = {pg_ctl, "reload", "--pgdata", (char *)cfg->data_dir, NULL};
+    struct tail out = {.len = 0};
+    int status = 0;
+    rc = run_program(argv, -1, NULL, &out, &status, err);
+    if (rc == MW_OK && status != 0) {
+        char msg[OUTPUT_TAIL_MAX + 1];
+        tail_flatten(&out, msg, sizeof msg);
+        rc = mw_fail(err, MW_EIO, "pg_ctl reload %s exited with %d: %s", cfg->data_dir, status,
+                     msg);
+    }
+    return rc;
+}
+
+enum mw_err mw_pgcluster_share_socket(const struct mw_pgcluster_config *cfg, gid_t gid,
+                                      struct mw_error *err)
+{
+    enum mw_err rc = check_config(cfg, err);
+    if (rc != MW_OK)
+        return rc;
+    struct run_as ra;
+    rc = resolve_run_as(&ra, err);
+    if (rc != MW_OK || !ra.drop)
+        return rc;
+    if (chown(cfg->socket_dir, ra.uid, gid) != 0 || chmod(cfg->socket_dir, 0710) != 0)
+        return mw_fail(err, MW_EIO, "share %s with group %u: %s", cfg->socket_dir,
+                       (unsigned)gid, strerror(errno));
     return MW_OK;
 }
 

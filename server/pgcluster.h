@@ -12,6 +12,7 @@
 #include "midway/err.h"
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 struct mw_pgcluster_config {
     const char *data_dir;   /* PGDATA; created by mw_pgcluster_init if missing */
@@ -21,11 +22,16 @@ struct mw_pgcluster_config {
     bool listen_loopback;   /* also listen on 127.0.0.1:port (tests); else socket only */
     const char *superuser;  /* bootstrap superuser name; NULL = "postgres" */
     bool no_fsync;          /* tests only: fsync=off, faster, and an OS crash loses data */
+    /* NULL: trust authentication (the test suite's throwaway clusters). Otherwise a file
+     * holding the superuser's password on its first line, which initdb reads as the
+     * cluster's OS user: every connection then authenticates with a SCRAM password. */
+    const char *superuser_password_file;
 };
 
-/* Runs initdb on cfg->data_dir unless it already holds a cluster (PG_VERSION present), with
- * trust authentication for local connections only: the socket directory is mode 0700, so
- * only the cluster's OS user (and root) can reach it.
+/* Runs initdb on cfg->data_dir unless it already holds a cluster (PG_VERSION present). With
+ * cfg->superuser_password_file, local connections need scram-sha-256 passwords and TCP ones
+ * are refused (or need passwords too, with listen_loopback); without it, both are trusted.
+ * The socket directory is mode 0700 either way.
  * Errors: MW_ENOTFOUND (initdb not installed), MW_EIO (directory, fork, or initdb failed; the
  * message holds the end of initdb's output). */
 MW_NODISCARD enum mw_err mw_pgcluster_init(const struct mw_pgcluster_config *cfg,
@@ -42,6 +48,26 @@ MW_NODISCARD enum mw_err mw_pgcluster_start(const struct mw_pgcluster_config *cf
  * Errors: MW_ENOTFOUND, MW_EIO. */
 MW_NODISCARD enum mw_err mw_pgcluster_stop(const struct mw_pgcluster_config *cfg,
                                            const char *mode, struct mw_error *err);
+
+/* Whether cfg->data_dir/pg_hba.conf has a line (not a comment) whose method is trust: a
+ * cluster made by an older Midway, or a test cluster.
+ * Errors: MW_EIO (the file cannot be read), MW_ETOOBIG (over 64 KiB). */
+MW_NODISCARD enum mw_err mw_pgcluster_hba_trusts(const struct mw_pgcluster_config *cfg,
+                                                 bool *trusts_out, struct mw_error *err);
+
+/* Replaces pg_hba.conf with scram-sha-256 for every local connection (and loopback TCP with
+ * listen_loopback, else no TCP), written atomically and owned by the cluster's OS user, then
+ * has a running postmaster reload it. The roles must have passwords first, or nobody can log
+ * in afterwards. The reload is asynchronous: a connection made at once may still see the old
+ * rules for a moment. Errors: MW_EIO, MW_ENOTFOUND (pg_ctl not installed). */
+MW_NODISCARD enum mw_err mw_pgcluster_hba_require_scram(const struct mw_pgcluster_config *cfg,
+                                                        struct mw_error *err);
+
+/* Gives the socket directory to group gid with mode 0710, so one more OS user (the server
+ * after it dropped root) can reach the socket; later starts keep that group. Only as root;
+ * otherwise nothing to do. Errors: MW_EIO. */
+MW_NODISCARD enum mw_err mw_pgcluster_share_socket(const struct mw_pgcluster_config *cfg,
+                                                   gid_t gid, struct mw_error *err);
 
 /* Whether a postmaster is running on cfg->data_dir (pg_ctl status). */
 bool mw_pgcluster_running(const struct mw_pgcluster_config *cfg);

@@ -933,6 +933,8 @@ enum mw_err mw_serve_run(const struct mw_serve_config *cfg, void (*ready)(void *
         rc = mw_pool_new(&pc, &s.pool, err);
     if (rc == MW_OK)
         rc = open_listener(cfg->listen, &s.listen_fd, &port, err);
+    if (rc == MW_OK && cfg->after_bind)
+        rc = cfg->after_bind(cfg->after_bind_arg, err);
     if (rc == MW_OK) {
         s.listen_watch = (struct mw_loop_watch){.fd = s.listen_fd, .fn = on_listen_event, .arg = &s};
         rc = mw_loop_add(s.loop, &s.listen_watch, MW_LOOP_READ, err);

@@ -37,6 +37,11 @@ struct mw_serve_config {
     int pull_limit_default;      /* changes per pull page when the client gives no limit */
     int db_statement_timeout_ms; /* per request transaction, 0 = the database's (db.h) */
     int db_lock_timeout_ms;      /* per request transaction, 0 = the database's */
+    /* Called once the listener is bound and the TLS key loaded, before the first client is
+     * accepted (may be NULL): where a server started as root gives root up. Its failure
+     * ends mw_serve_run with that error. */
+    enum mw_err (*after_bind)(void *arg, struct mw_error *err);
+    void *after_bind_arg;
 };
 
 /* Serves until SIGTERM or SIGINT, then stops accepting, lets requests in flight finish

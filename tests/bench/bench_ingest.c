@@ -603,8 +603,9 @@ static double run_naive(double seconds)
     struct naive ns[WORKERS];
     pthread_t th[WORKERS];
     char ci[4300];
-    snprintf(ci, sizeof ci, "host=%s/run port=5432 dbname=bench_naive user=midway_app",
-             srvtest_data_dir(world.srv));
+    snprintf(ci, sizeof ci,
+             "host=%s/run port=5432 dbname=bench_naive user=midway_app passfile=%s/pgpass",
+             srvtest_data_dir(world.srv), srvtest_data_dir(world.srv));
     for (int i = 0; i < WORKERS; i++) {
         ns[i] = (struct naive){i, i % world.n_devices, 0, 0, PQconnectdb(ci)};
         if (PQstatus(ns[i].conn) != CONNECTION_OK)

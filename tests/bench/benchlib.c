@@ -132,8 +132,8 @@ static void quiet(void *arg, const char *message)
 PGconn *bench_superuser(const struct bench_world *w, const char *dbname)
 {
     char ci[4300];
-    snprintf(ci, sizeof ci, "host=%s/run port=5432 dbname=%s user=postgres",
-             srvtest_data_dir(w->srv), dbname);
+    snprintf(ci, sizeof ci, "host=%s/run port=5432 dbname=%s user=postgres passfile=%s/pgpass",
+             srvtest_data_dir(w->srv), dbname, srvtest_data_dir(w->srv));
     PGconn *c = PQconnectdb(ci);
     if (PQstatus(c) != CONNECTION_OK)
         bench_die("connect as superuser: %s", PQerrorMessage(c));
@@ -143,12 +143,12 @@ PGconn *bench_superuser(const struct bench_world *w, const char *dbname)
 
 static char *cluster_conninfo(const struct bench_world *w, const char *dbname, const char *user)
 {
-    size_t n = strlen(srvtest_data_dir(w->srv)) + 128;
+    size_t n = 2 * strlen(srvtest_data_dir(w->srv)) + 160;
     char *ci = malloc(n);
     if (!ci)
         bench_die("malloc");
-    snprintf(ci, n, "host=%s/run port=5432 dbname=%s user=%s", srvtest_data_dir(w->srv), dbname,
-             user);
+    snprintf(ci, n, "host=%s/run port=5432 dbname=%s user=%s passfile=%s/pgpass",
+             srvtest_data_dir(w->srv), dbname, user, srvtest_data_dir(w->srv));
     return ci;
 }
 

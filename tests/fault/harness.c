@@ -181,8 +181,8 @@ void fh_add_item(const char *sku, int quantity)
 static PGconn *connect_super(void)
 {
     char ci[4400];
-    snprintf(ci, sizeof ci, "host=%s/run port=5432 dbname=midway user=postgres",
-             srvtest_data_dir(fh_srv));
+    snprintf(ci, sizeof ci, "host=%s/run port=5432 dbname=midway user=postgres passfile=%s/pgpass",
+             srvtest_data_dir(fh_srv), srvtest_data_dir(fh_srv));
     return PQconnectdb(ci);
 }
 

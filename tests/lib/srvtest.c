@@ -29,11 +29,12 @@ struct srvtest {
     char *log;
     char *ca;
     char url[64];
-    char owner[512];
+    char owner[1024];
     int port;
     pid_t pid;
     const char *flags[FLAGS_MAX];
     size_t nflags;
+    int has_user; /* the flags name a --user */
 };
 
 static void sleep_ms(long ms)
@@ -47,6 +48,12 @@ static void die(const char *what)
 {
     fprintf(stderr, "test environment: %s\n", what);
     exit(2);
+}
+
+const char *srvtest_run_as(void)
+{
+    const char *u = getenv("MIDWAY_TEST_SERVE_USER");
+    return u && *u ? u : "nobody";
 }
 
 static const char *server_bin(void)
@@ -71,6 +78,12 @@ static void spawn(struct srvtest *t)
     argv[n++] = listen;
     for (size_t i = 0; i < t->nflags; i++)
         argv[n++] = t->flags[i];
+    /* serve refuses to run as root without a user to become; tests name one unless a test
+     * chose its own. */
+    if (geteuid() == 0 && !t->has_user) {
+        argv[n++] = "--user";
+        argv[n++] = srvtest_run_as();
+    }
     argv[n] = NULL;
     pid_t pid = fork();
     if (pid < 0)
@@ -128,13 +141,18 @@ struct srvtest *srvtest_start_with(const char *const *extra_flags)
     t->data = tu_path(t->dir, "data");
     t->log = tu_path(t->dir, "server.log");
     t->ca = tu_path(t->data, "tls/ca.pem");
-    for (size_t i = 0; extra_flags && extra_flags[i] && t->nflags < FLAGS_MAX; i++)
+    for (size_t i = 0; extra_flags && extra_flags[i] && t->nflags < FLAGS_MAX; i++) {
         t->flags[t->nflags++] = extra_flags[i];
+        if (strcmp(extra_flags[i], "--user") == 0 || strncmp(extra_flags[i], "--user=", 7) == 0)
+            t->has_user = 1;
+    }
     struct mw_error err = {0};
     if (mw_pgcluster_free_port(&t->port, &err) != MW_OK)
         die(err.msg);
     snprintf(t->url, sizeof t->url, "https://127.0.0.1:%d", t->port);
-    snprintf(t->owner, sizeof t->owner, "host=%s/run port=5432 dbname=midway user=midway_owner",
+    /* The local cluster wants passwords; they are in DATA/pgpass (server/localdb.h). */
+    snprintf(t->owner, sizeof t->owner,
+             "host=%s/run port=5432 dbname=midway user=midway_owner passfile=%s/pgpass", t->data,
              t->data);
     spawn(t);
     wait_healthy(t);

@@ -10,9 +10,13 @@
 struct srvtest;
 
 /* Starts a server with extra serve flags (NULL-terminated, may be NULL); returns once
- * /healthz answers 200. */
+ * /healthz answers 200. As root, the server is told --user srvtest_run_as() unless the flags
+ * name a --user. */
 struct srvtest *srvtest_start_with(const char *const *extra_flags);
 struct srvtest *srvtest_start(void);
+
+/* The OS user a server started as root runs as: $MIDWAY_TEST_SERVE_USER, else nobody. */
+const char *srvtest_run_as(void);
 
 const char *srvtest_url(const struct srvtest *t);      /* "https://127.0.0.1:PORT" */
 const char *srvtest_ca(const struct srvtest *t);       /* DATA/tls/ca.pem */
@@ -36,7 +40,7 @@ void srvtest_add_device(struct srvtest *t, const char *name, const char *kind, c
 char *srvtest_query(struct srvtest *t, const char *sql);
 /* The same, as a number (0 when NULL). */
 long long srvtest_query_ll(struct srvtest *t, const char *sql);
-/* The owner's conninfo (borrowed). */
+/* The owner's conninfo (borrowed; its password comes from DATA/pgpass). */
 const char *srvtest_owner_conninfo(const struct srvtest *t);
 
 /* One HTTPS request with libcurl, verifying the server with its CA. headers: NULL-terminated
