@@ -39,3 +39,12 @@ midway_ensure_packages() {
 midway_pg_bindir() {
     ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
 }
+
+# The flags `midway-server serve` needs to be started from these scripts: as root it refuses
+# to run without an unprivileged user to become once its port is bound (nobody is on every
+# Debian system; a deployment creates a user of its own, see docs/operations.md).
+midway_serve_user_flags() {
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "--user nobody"
+    fi
+}

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <strings.h>
 #include <unistd.h>
 
@@ -438,6 +439,21 @@ enum mw_err mw_conf_load_file(const struct mw_conf_entry *table, size_t n, void 
             rc = mw_fail(err, MW_ENOTFOUND, "%s: no such file", path);
         else
             rc = mw_fail(err, MW_EIO, "%s: %s", path, strerror(errno));
+        goto fail;
+    }
+    /* A config file names the database, the TLS key and where data goes: one that its
+     * group or everyone may change hands all of that to them. Pipes and other non-regular
+     * files (/dev/stdin) are the caller's own. */
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        rc = mw_fail(err, MW_EIO, "%s: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (S_ISREG(st.st_mode) && (st.st_mode & (S_IWGRP | S_IWOTH))) {
+        rc = mw_fail(err, MW_EAUTH,
+                     "%s: refusing a config file that %s may change (mode %04o): run chmod go-w %s",
+                     path, (st.st_mode & S_IWOTH) ? "everyone" : "its group",
+                     (unsigned)(st.st_mode & 07777), path);
         goto fail;
     }
     for (;;) {

@@ -60,7 +60,9 @@ MW_NODISCARD enum mw_err mw_conf_init(const struct mw_conf_entry *table, size_t 
                                       struct mw_error *err);
 
 /* Reads path and applies every setting in it (see the format above).
- * Errors: MW_ENOTFOUND (no such file), MW_EIO (cannot open or read, or not a regular file),
+ * Errors: MW_ENOTFOUND (no such file), MW_EAUTH (a regular file that group or others may
+ * write: whoever can change it decides the program's settings), MW_EIO (cannot open or read,
+ * or not a regular file),
  * MW_ETOOBIG (file over MW_CONF_FILE_MAX, or a line over MW_CONF_LINE_MAX), MW_EMALFORMED
  * ("FILE:LINE: unknown key 'x'", "FILE:LINE: expected an integer for 'port'", ...),
  * MW_ENOMEM. On failure target is unchanged. */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct settings {
     char *db_path;
@@ -341,6 +342,34 @@ static void test_conf_missing_and_unreadable_file(void **state)
     free(dir);
 }
 
+/* A config file that its group or everyone may write is refused, naming the fix. */
+static void test_conf_writable_by_others_refused(void **state)
+{
+    struct settings *s = *state;
+    struct mw_error err = {0};
+    char *dir = tu_mkdtemp("conf");
+    char *path = tu_path(dir, "shared.conf");
+    static const char text[] = "listen.port = 9000\n";
+    tu_write_file(path, text, sizeof text - 1);
+    assert_int_equal(chmod(path, 0664), 0);
+    assert_int_equal(mw_conf_load_file(TABLE, N, s, path, &err), MW_EAUTH);
+    assert_non_null(strstr(err.msg, "its group may change"));
+    assert_non_null(strstr(err.msg, "chmod go-w"));
+    assert_int_equal(s->port, 8443); /* untouched */
+    mw_error_clear(&err);
+    assert_int_equal(chmod(path, 0646), 0);
+    assert_int_equal(mw_conf_load_file(TABLE, N, s, path, &err), MW_EAUTH);
+    assert_non_null(strstr(err.msg, "everyone"));
+    mw_error_clear(&err);
+    /* Readable by all is fine: settings are not secrets (passwords go in their own files). */
+    assert_int_equal(chmod(path, 0644), 0);
+    assert_int_equal(mw_conf_load_file(TABLE, N, s, path, &err), MW_OK);
+    assert_int_equal(s->port, 9000);
+    tu_rmrf(dir);
+    free(path);
+    free(dir);
+}
+
 static void test_conf_set_validates_like_the_file(void **state)
 {
     struct settings *s = *state;
@@ -539,6 +568,7 @@ int main(void)
         T(test_conf_duplicates),
         T(test_conf_size_limits),
         T(test_conf_missing_and_unreadable_file),
+        T(test_conf_writable_by_others_refused),
         T(test_conf_set_validates_like_the_file),
         cmocka_unit_test(test_conf_bad_default_is_reported),
         cmocka_unit_test(test_conf_allocation_failures),
