@@ -74,6 +74,19 @@ static enum mw_err fill_sync_defaults(struct mw_agent_options *o, struct mw_erro
         o->connect_timeout_ms = MW_AGENT_CONNECT_TIMEOUT_DEFAULT;
     if (o->request_timeout_ms == 0)
         o->request_timeout_ms = MW_AGENT_REQUEST_TIMEOUT_DEFAULT;
+    if (o->proxy && !o->proxy[0])
+        o->proxy = NULL;
+    if (o->proxy) {
+        size_t n = strlen(o->proxy);
+        if (n > MW_AGENT_URL_MAX)
+            return mw_fail(err, MW_EINVAL, "agent options: proxy longer than %d bytes",
+                           MW_AGENT_URL_MAX);
+        for (size_t i = 0; i < n; i++) {
+            if (o->proxy[i] <= ' ' || o->proxy[i] >= 0x7f)
+                return mw_fail(err, MW_EINVAL,
+                               "agent options: proxy must be a URL in printable ASCII");
+        }
+    }
     return MW_OK;
 }
 
@@ -113,6 +126,12 @@ enum mw_err mw_agent_open(const char *db_path, const struct mw_agent_options *op
     a->db_path = mw_strdup(db_path);
     if (!a->db_path)
         goto fail;
+    if (o.proxy) {
+        a->proxy = mw_strdup(o.proxy); /* the caller's string is only borrowed */
+        if (!a->proxy)
+            goto fail;
+    }
+    a->opt.proxy = a->proxy;
     rc = mw_store_open(db_path, &so, &a->store, err);
     if (rc != MW_OK)
         goto fail;
@@ -131,6 +150,7 @@ void mw_agent_close(struct mw_agent *a)
     mw_client_free(a->client);
     mw_store_close(a->store);
     mw_free(a->db_path);
+    mw_free(a->proxy);
     mw_free(a);
 }
 

@@ -29,6 +29,7 @@ struct mw_agent {
     struct mw_agent_options opt; /* the options as opened, defaults filled in */
     char *db_path;               /* owned copy; names the sync lock file beside it */
     struct mw_client *client;    /* owned; made by the first sync and kept for the next */
+    char *proxy;                 /* owned copy of opt.proxy (which points here), or NULL */
 };
 
 #endif

@@ -2,6 +2,7 @@
 #include "client.h"
 
 #include "mem.h"
+#include "midway/log.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -163,6 +164,28 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     return x->req->stop && x->req->stop(x->req->stop_ctx) ? 1 : 0;
 }
 
+/* libcurl's informational text at debug level. Only CURLINFO_TEXT: header and data lines
+ * carry the token and the operators' ops. Control bytes are dropped and lines cut, so the
+ * server's certificate fields cannot forge a log line. */
+static int on_debug(CURL *h, curl_infotype type, char *data, size_t size, void *ud)
+{
+    (void)h;
+    const struct mw_client_req *req = ud;
+    if (type != CURLINFO_TEXT)
+        return 0;
+    char line[200];
+    size_t o = 0;
+    for (size_t i = 0; i < size && o + 1 < sizeof(line); i++) {
+        unsigned char ch = (unsigned char)data[i];
+        if (ch >= 0x20 && ch != 0x7f)
+            line[o++] = (char)ch;
+    }
+    line[o] = '\0';
+    if (o > 0)
+        MW_LOG(MW_LOG_DEBUG, req->correlation_id, "libcurl: %s", line);
+    return 0;
+}
+
 static int printable(const char *s)
 {
     for (; *s; s++) {
@@ -240,6 +263,17 @@ static enum mw_err perform(struct mw_client *c, const struct mw_client_req *req,
     SETOPT(CURLOPT_URL, req->url);
     SETOPT(CURLOPT_PROTOCOLS_STR, "https");
     SETOPT(CURLOPT_CAINFO, req->ca_file);
+    /* Only that file: libcurl also trusts a built-in CA directory unless told otherwise, and
+     * any certificate authority in it could then vouch for a fake server. */
+    SETOPT(CURLOPT_CAPATH, (char *)NULL);
+    /* "" = no proxy, and no looking at https_proxy / ALL_PROXY: a variable exported for
+     * other programs (or planted in a service's environment) must not reroute the token. */
+    SETOPT(CURLOPT_PROXY, req->proxy ? req->proxy : "");
+    if (MW_LOG_DEBUG <= mw_log_threshold) {
+        SETOPT(CURLOPT_DEBUGFUNCTION, on_debug);
+        SETOPT(CURLOPT_DEBUGDATA, (void *)req);
+        SETOPT(CURLOPT_VERBOSE, 1L);
+    }
     /* Verification is on unconditionally: a device that trusts any certificate hands its
      * token and its operators' work to whoever answers. */
     SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);

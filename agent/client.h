@@ -1,7 +1,12 @@
 /* client.h - the agent's HTTPS client (libcurl): one easy handle kept for the agent's life, so
  * every request of a sync (and of later syncs) goes over the same TLS connection while the
- * server keeps it open. The server is always verified against the configured CA file: peer and
- * host verification are set on every request and there is no option to turn them off.
+ * server keeps it open. The server is always verified against the configured CA file, and
+ * only against it: peer and host verification are set on every request and there is no option
+ * to turn them off, and libcurl's built-in CA directory (CURLOPT_CAPATH, /etc/ssl/certs on
+ * Debian) is cleared, so a certificate from some public CA is not enough. A proxy is used
+ * only when configured: the environment's proxy variables are ignored. At debug log level,
+ * libcurl's informational lines (connection, TLS, "CAfile:" and "CApath:") go to the log;
+ * headers and bodies never do.
  * Answers are read into a buffer with a ceiling, so a hostile or broken server cannot grow the
  * agent's memory.
  * Thread safety: one struct mw_client per thread (a curl easy handle is not shared); a request
@@ -26,7 +31,10 @@ struct mw_client;
 /* A request. Every pointer is borrowed for the duration of mw_client_request. */
 struct mw_client_req {
     const char *url;            /* full https URL */
-    const char *ca_file;        /* PEM bundle the server's certificate must chain to */
+    const char *ca_file;        /* PEM bundle the server's certificate must chain to, and the
+                                   only one: no CA directory, no system bundle */
+    const char *proxy;          /* proxy URL, or NULL: connect directly, whatever the
+                                   environment's proxy variables say */
     const char *token;          /* bearer token; sent only in the Authorization header */
     const char *correlation_id; /* sent as X-Correlation-ID */
     const void *body;           /* POST body, or NULL for a GET */

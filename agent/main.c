@@ -70,6 +70,7 @@ struct agent_conf {
     int64_t pull_limit;
     int64_t connect_timeout;
     int64_t request_timeout;
+    char *proxy;
     int64_t sync_interval;
     int64_t poll_interval;
     int64_t backoff_min;
@@ -96,6 +97,9 @@ static const struct mw_conf_entry conf_table[] = {
      "TCP and TLS connect"},
     {"request-timeout", MW_CONF_DURATION, OFF(request_timeout), 100, 3600000, "120s",
      "one whole request"},
+    {"proxy", MW_CONF_STRING, OFF(proxy), 1, 2048, NULL,
+     "proxy URL for the server (e.g. http://proxy:3128); proxy environment variables are "
+     "ignored"},
     {"sync-interval", MW_CONF_DURATION, OFF(sync_interval), 100, 86400000, "60s",
      "run: sync at least this often"},
     {"poll-interval", MW_CONF_DURATION, OFF(poll_interval), 10, 3600000, "1s",
@@ -342,6 +346,7 @@ static int open_agent(struct cmd_ctx *c, struct mw_agent **out)
     opt.pull_limit = (int32_t)c->conf.pull_limit;
     opt.connect_timeout_ms = (int32_t)c->conf.connect_timeout;
     opt.request_timeout_ms = (int32_t)c->conf.request_timeout;
+    opt.proxy = c->conf.proxy;
     char *db = join(c->data_dir, "agent.db");
     if (!db) {
         fprintf(stderr, "midway-agent: out of memory\n");

@@ -168,6 +168,7 @@ static void request_init(struct sync *y, struct mw_client_req *req, const void *
     req->answer_limit = limit;
     req->connect_timeout_ms = y->a->opt.connect_timeout_ms;
     req->request_timeout_ms = y->a->opt.request_timeout_ms;
+    req->proxy = y->a->opt.proxy;
     /* The request in flight is not cut short by stop: ending after its answer is committed
      * spares the server a duplicate batch, and request_timeout bounds the wait. */
     req->stop = NULL;

@@ -72,11 +72,16 @@ struct mw_agent_options {
     int32_t pull_limit;         /* changes asked for per pull page; 0 = 250, max 5000 */
     int32_t connect_timeout_ms; /* TCP + TLS connect; 0 = 10000 */
     int32_t request_timeout_ms; /* one whole request, sending and answer; 0 = 120000 */
+    const char *proxy;          /* proxy URL for the server connection (libcurl syntax, e.g.
+                                   "http://proxy:3128"), copied at open; NULL or "" = connect
+                                   directly. The proxy environment variables (https_proxy,
+                                   ALL_PROXY, ...) are never used: a variable set for other
+                                   programs must not route the device's token elsewhere. */
 };
 
-#define MW_AGENT_OPTIONS_INIT                                                             \
-    {                                                                                     \
-        sizeof(struct mw_agent_options), MW_AGENT_DURABILITY_FULL, 0, 0, 0, 0, 0, 0, 0, 0 \
+#define MW_AGENT_OPTIONS_INIT                                                                   \
+    {                                                                                           \
+        sizeof(struct mw_agent_options), MW_AGENT_DURABILITY_FULL, 0, 0, 0, 0, 0, 0, 0, 0, NULL \
     }
 
 /* Default bound on the outbox: two million ops is weeks of a busy gateway offline, and about
