@@ -34,6 +34,19 @@
 
 static struct pgtest *pg;
 static char *scratch;
+static struct srvtest *live; /* a server a failed test left running, stopped in teardown */
+
+static struct srvtest *start_with(const char *const *flags)
+{
+    live = srvtest_start_with(flags);
+    return live;
+}
+
+static int stop(struct srvtest *t)
+{
+    live = NULL;
+    return srvtest_stop(t);
+}
 
 static void exec_su(const char *sql)
 {
@@ -174,17 +187,17 @@ static void conninfo_from_a_file_or_the_environment(void **state)
 
     assert_int_equal(chmod(file, 0600), 0);
     const char *flags[] = {"--db-file", file, NULL};
-    struct srvtest *t = srvtest_start_with(flags);
+    struct srvtest *t = start_with(flags);
     char *log = tu_read_file(srvtest_log(t), NULL);
     assert_null(strstr(log, "it-priv-secret")); /* never logged */
     free(log);
-    assert_int_equal(srvtest_stop(t), 0);
+    assert_int_equal(stop(t), 0);
 
     /* The environment, for service managers that pass secrets that way. */
     snprintf(line, sizeof line, "%s password=it-priv-secret", ci);
     setenv("MIDWAY_DB", line, 1);
-    t = srvtest_start();
-    assert_int_equal(srvtest_stop(t), 0);
+    t = start_with(NULL);
+    assert_int_equal(stop(t), 0);
     unsetenv("MIDWAY_DB");
     free(file);
     free(ci);
@@ -234,9 +247,9 @@ static void assert_passwords_required(const char *data)
 static void local_cluster_wants_passwords(void **state)
 {
     (void)state;
-    struct srvtest *t = srvtest_start();
+    struct srvtest *t = start_with(NULL);
     assert_passwords_required(srvtest_data_dir(t));
-    assert_int_equal(srvtest_stop(t), 0);
+    assert_int_equal(stop(t), 0);
 }
 
 /* A data directory an older Midway made: trust for local connections, roles without
@@ -346,7 +359,7 @@ static void root_needs_a_user_and_serves_as_it(void **state)
 
     /* With --user (srvtest passes it as root): the serving process is that user, with no
      * other groups, and umask 077; stopping it still stops the local PostgreSQL. */
-    struct srvtest *t = srvtest_start();
+    struct srvtest *t = start_with(NULL);
     char v[128];
     proc_status(srvtest_pid(t), "Uid:", v, sizeof v);
     assert_string_equal(v, "65534\t65534\t65534\t65534"); /* nobody */
@@ -365,7 +378,7 @@ static void root_needs_a_user_and_serves_as_it(void **state)
     assert_false(mw_pgcluster_running(&cfg));
     free(pgdir);
     free(sock);
-    assert_int_equal(srvtest_stop(t), 0);
+    assert_int_equal(stop(t), 0);
 }
 
 static int setup(void **state)
@@ -384,6 +397,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    srvtest_stop(live);
     pgtest_stop(pg);
     tu_rmrf(scratch);
     free(scratch);
