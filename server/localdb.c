@@ -223,6 +223,31 @@ static enum mw_err migrate(const struct mw_localdb *db, struct mw_error *err)
     return rc;
 }
 
+/* Whether uid:gid may enter every directory from path's parent up to / (search permission;
+ * root's other powers aside). On failure err names the first one it cannot enter. */
+static enum mw_err check_passable(const char *path_in, uid_t uid, gid_t gid, const char *who,
+                                  struct mw_error *err)
+{
+    char path[PATH_MAX];
+    if (!realpath(path_in, path))
+        return mw_fail(err, MW_EIO, "resolve %s: %s", path_in, strerror(errno));
+    for (char *slash = strrchr(path, '/'); slash && slash != path; slash = strrchr(path, '/')) {
+        *slash = '\0';
+        struct stat st;
+        if (stat(path, &st) != 0)
+            return mw_fail(err, MW_EIO, "stat %s: %s", path, strerror(errno));
+        bool passable = st.st_uid == uid   ? (st.st_mode & S_IXUSR) != 0
+                        : st.st_gid == gid ? (st.st_mode & S_IXGRP) != 0
+                                           : (st.st_mode & S_IXOTH) != 0;
+        if (!passable)
+            return mw_fail(err, MW_EIO,
+                           "%s cannot enter %s (mode %03o); choose a --data directory it can "
+                           "reach (e.g. under /var/lib) or run 'chmod o+x %s'",
+                           who, path, (unsigned)(st.st_mode & 0777), path);
+    }
+    return MW_OK;
+}
+
 /* As root, PostgreSQL runs as postgres, which must be able to pass through every parent of
  * the data directory. A clear message beats initdb's "permission denied" several layers down. */
 static enum mw_err check_reachable(const char *data_dir, struct mw_error *err)
@@ -232,24 +257,8 @@ static enum mw_err check_reachable(const char *data_dir, struct mw_error *err)
     struct passwd *pw = getpwnam("postgres");
     if (!pw)
         return MW_OK; /* mw_pgcluster_init says what is missing */
-    char path[4096];
-    if (!realpath(data_dir, path))
-        return mw_fail(err, MW_EIO, "resolve %s: %s", data_dir, strerror(errno));
-    for (char *slash = strrchr(path, '/'); slash && slash != path; slash = strrchr(path, '/')) {
-        *slash = '\0';
-        struct stat st;
-        if (stat(path, &st) != 0)
-            return mw_fail(err, MW_EIO, "stat %s: %s", path, strerror(errno));
-        bool passable = (st.st_mode & S_IXOTH) || (st.st_uid == pw->pw_uid && (st.st_mode & S_IXUSR)) ||
-                        (st.st_gid == pw->pw_gid && (st.st_mode & S_IXGRP));
-        if (!passable)
-            return mw_fail(err, MW_EIO,
-                           "PostgreSQL runs as the postgres user, which cannot enter %s (mode "
-                           "%03o); choose a --data directory it can reach (e.g. under "
-                           "/var/lib) or run 'chmod o+x %s'",
-                           path, (unsigned)(st.st_mode & 0777), path);
-    }
-    return MW_OK;
+    return check_passable(data_dir, pw->pw_uid, pw->pw_gid,
+                          "PostgreSQL runs as the postgres user, which", err);
 }
 
 /* ---- DIR/pgpass ------------------------------------------------------------------------ */
@@ -683,11 +692,18 @@ static void keeper_main(struct mw_localdb *db, int req, int ack)
     _exit(0); /* no atexit handlers, no flushing of the parent's stdio buffers */
 }
 
-enum mw_err mw_localdb_prepare_drop(struct mw_localdb *db, gid_t gid, struct mw_error *err)
+enum mw_err mw_localdb_prepare_drop(struct mw_localdb *db, uid_t uid, gid_t gid,
+                                    struct mw_error *err)
 {
     if (geteuid() != 0 || db->keeper_pid > 0)
         return MW_OK;
+    /* The socket's directory and its parents: after the switch the server still connects
+     * (a worker reconnects after PostgreSQL restarts). */
+    char sock[PATH_MAX];
+    snprintf(sock, sizeof sock, "%s/.s.PGSQL.%d", db->socket_dir, MW_LOCALDB_PORT);
     enum mw_err rc = mw_pgcluster_share_socket(&db->cfg, gid, err);
+    if (rc == MW_OK)
+        rc = check_passable(sock, uid, gid, "the --user", err);
     if (rc != MW_OK)
         return rc;
     int req[2], ack[2];

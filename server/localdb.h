@@ -54,14 +54,15 @@ struct mw_localdb {
 MW_NODISCARD enum mw_err mw_localdb_open(const char *data_dir, struct mw_localdb **out,
                                          struct mw_error *err);
 
-/* For a `serve` about to give up root (it runs as --user afterwards, with group gid): shares
+/* For a `serve` about to give up root (it runs as --user uid:gid afterwards): shares
  * the socket directory with gid, and forks a helper that keeps root only to stop the cluster
  * at mw_localdb_close, which the dropped server no longer may (pg_ctl must signal a postmaster
  * of another OS user and read its data directory). The helper waits on a pipe; if the server
  * dies without asking, it exits leaving the cluster running, as a killed server always did.
  * Call before starting threads. Nothing to do unless root.
- * Errors: MW_EIO (the directory, the pipe or fork failed). */
-MW_NODISCARD enum mw_err mw_localdb_prepare_drop(struct mw_localdb *db, gid_t gid,
+ * Errors: MW_EIO (uid:gid cannot reach the socket directory, whose parents it must be able
+ * to enter; or the directory, the pipe or fork failed). */
+MW_NODISCARD enum mw_err mw_localdb_prepare_drop(struct mw_localdb *db, uid_t uid, gid_t gid,
                                                  struct mw_error *err);
 
 /* Stops the cluster if stop is true and this process started it (or db->serving), then frees

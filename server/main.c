@@ -446,7 +446,7 @@ static int cmd_serve(int argc, char **argv)
         }
         local->serving = true; /* serve owns DATA: it stops the cluster at exit */
         runtime = local->runtime_conninfo;
-        if (ra.drop && mw_localdb_prepare_drop(local, ra.gid, &err) != MW_OK) {
+        if (ra.drop && mw_localdb_prepare_drop(local, ra.uid, ra.gid, &err) != MW_OK) {
             MW_LOG(MW_LOG_ERROR, NULL, "local database in %s: %s", c.data, err.msg);
             goto out;
         }

@@ -89,8 +89,8 @@ static char *id_array(const struct conservation_ids *s)
 static PGconn *connect_super(struct srvtest *srv)
 {
     char ci[4400];
-    snprintf(ci, sizeof ci, "host=%s/run port=5432 dbname=%s user=%s", srvtest_data_dir(srv),
-             DB_NAME, SUPERUSER);
+    snprintf(ci, sizeof ci, "host=%s/run port=5432 dbname=%s user=%s passfile=%s/pgpass",
+             srvtest_data_dir(srv), DB_NAME, SUPERUSER, srvtest_data_dir(srv));
     PGconn *c = PQconnectdb(ci);
     if (PQstatus(c) != CONNECTION_OK)
         fail_msg("conservation: connect to the server's database: %s", PQerrorMessage(c));
