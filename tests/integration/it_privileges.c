@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -340,7 +341,10 @@ static void root_needs_a_user_and_serves_as_it(void **state)
         assert_int_equal(run_serve(args, &out), 2);
         assert_non_null(strstr(out, "--user root: that is root"));
         free(out);
-        const char *other[] = {"--user", "nobody", NULL};
+        struct passwd *me = getpwuid(geteuid());
+        const char *other[] = {"--user",
+                               me && strcmp(me->pw_name, "nobody") == 0 ? "postgres" : "nobody",
+                               NULL};
         assert_int_equal(run_serve(other, &out), 2);
         assert_non_null(strstr(out, "only root can change user"));
         free(out);
