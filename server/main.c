@@ -66,6 +66,8 @@ struct serve_conf {
     int64_t pull_limit;
     int64_t db_statement_timeout;
     int64_t db_lock_timeout;
+    int64_t max_clock_skew;
+    int64_t max_op_age;
 };
 
 #define OFF(f) offsetof(struct serve_conf, f)
@@ -117,6 +119,10 @@ static const struct mw_conf_entry serve_table[] = {
      "a request's SQL statement, and the wait for PostgreSQL past it (0s: the database's)"},
     {"db-lock-timeout", MW_CONF_DURATION, OFF(db_lock_timeout), 0, 86400000, "5s",
      "a request's wait for a row lock before 503 (0s: the database's)"},
+    {"max-clock-skew", MW_CONF_DURATION, OFF(max_clock_skew), 0, 3650LL * 86400000, "24h",
+     "ops dated further ahead of the server's clock are rejected (bad_time)"},
+    {"max-op-age", MW_CONF_DURATION, OFF(max_op_age), 60000, 36500LL * 86400000, "400d",
+     "ops dated further behind the server's clock are rejected (bad_time)"},
 };
 #define SERVE_TABLE_N (sizeof serve_table / sizeof serve_table[0])
 
@@ -482,6 +488,8 @@ static int cmd_serve(int argc, char **argv)
         .pull_limit_default = (int)c.pull_limit,
         .db_statement_timeout_ms = (int)c.db_statement_timeout,
         .db_lock_timeout_ms = (int)c.db_lock_timeout,
+        .max_clock_skew_ms = c.max_clock_skew,
+        .max_op_age_ms = c.max_op_age,
         .after_bind = drop_root,
         .after_bind_arg = &ra,
     };

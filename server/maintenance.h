@@ -14,8 +14,19 @@
 /* How often `serve` runs it (and once shortly after start). */
 #define MW_MAINTENANCE_INTERVAL_MS (60 * 60 * 1000)
 
+/* Months ahead that get their partitions before any row needs them. */
+#define MW_MAINTENANCE_MONTHS_AHEAD 3
+/* The most partitions one run creates (schema 010): the 8 of this month and the 3 ahead for
+ * both tables, plus 24 earlier months with rows waiting in DEFAULT, newest first. Every
+ * creation holds the DEFAULT partition's exclusive lock to the end of the run's transaction
+ * and scans it twice, so rows in thousands of distinct months (an import, a wide max-op-age)
+ * must not become thousands of creations in one transaction; the rest waits in DEFAULT for
+ * the next runs, 24 months an hour. With the default op time bounds (400 days back, a day
+ * ahead) new rows span at most 15 months per table: one run keeps up with them. */
+#define MW_MAINTENANCE_PARTITIONS_MAX (2 * (MW_MAINTENANCE_MONTHS_AHEAD + 1) + 24)
+
 struct mw_maintenance_report {
-    int partitions_created;
+    int partitions_created; /* at most MW_MAINTENANCE_PARTITIONS_MAX */
     int retention_actions; /* partitions archived or dropped */
     long long feed_pruned; /* change_feed rows removed */
 };

@@ -4,6 +4,7 @@
 #include "db.h"
 #include "json.h"
 #include "mem.h"
+#include "timestamp.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -216,7 +217,8 @@ struct batch {
     /* per op (push->n_ops) */
     size_t *op_item, *op_user, *op_loc;
     size_t *msg_off;    /* into ctx->text; NONE for no message */
-    bool *dup;          /* recorded before */
+    bool *dup;          /* recorded before, for this device */
+    bool *conflict;     /* recorded before, for another device */
     int64_t *count_sum; /* count ops: later non-count deltas in the database */
     bool *count_later;  /* count ops: a later count in the database */
 
@@ -231,6 +233,7 @@ struct batch {
     size_t n_counts; /* late count ops asked about (their later movements) */
     struct mw_uuid acting_user;
     bool one_user;
+    int64_t now_ms; /* the server's clock for this push: what op times are judged against */
 
     /* The statements of the round trip in flight, in the order the server answers them. */
     enum step pipe_step[MW_RECONCILE_STATEMENTS_MAX];
@@ -542,6 +545,7 @@ static enum mw_err plan(struct batch *b, struct mw_error *err)
         b->op_loc = mw_calloc(n, sizeof *b->op_loc);
         b->msg_off = mw_calloc(n, sizeof *b->msg_off);
         b->dup = mw_calloc(n, sizeof *b->dup);
+        b->conflict = mw_calloc(n, sizeof *b->conflict);
         b->late = mw_calloc(n, sizeof *b->late);
         b->count_sum = mw_calloc(n, sizeof *b->count_sum);
         b->count_later = mw_calloc(n, sizeof *b->count_later);
@@ -549,7 +553,8 @@ static enum mw_err plan(struct batch *b, struct mw_error *err)
         skus = mw_calloc(n, sizeof *skus);
         uids = mw_calloc(n, sizeof *uids);
         lids = mw_calloc(n, sizeof *lids);
-        if (!b->op_item || !b->op_user || !b->op_loc || !b->msg_off || !b->dup || !b->late ||
+        if (!b->op_item || !b->op_user || !b->op_loc || !b->msg_off || !b->dup || !b->conflict ||
+            !b->late ||
             !b->count_sum || !b->count_later || !b->moves || !skus || !uids || !lids)
             goto fail;
     }
@@ -625,6 +630,7 @@ static void reset_attempt(struct batch *b)
     size_t n = b->push->n_ops;
     for (size_t i = 0; i < n; i++) {
         b->dup[i] = false;
+        b->conflict[i] = false;
         b->count_sum[i] = 0;
         b->count_later[i] = false;
         b->msg_off[i] = NONE;
@@ -669,8 +675,10 @@ static const char SQL_DEVICE[] =
 /* One primary-key probe per op_id, whatever the planner believes about received_op: the
  * LIMIT keeps the subquery from being flattened into a join, which the planner turns into a
  * scan of the whole table while it has no statistics yet (the first minutes of a fresh
- * database: a scan per batch that grows with every batch). */
-static const char SQL_RECEIVED[] = "SELECT r.op_id::text, r.status, r.error_code, r.error_message"
+ * database: a scan per batch that grows with every batch). op_id alone is the key, so an
+ * op_id another device used first is found too; device_id tells the two apart. */
+static const char SQL_RECEIVED[] = "SELECT r.op_id::text, r.status, r.error_code, r.error_message,"
+                                   "       r.device_id"
                                    "  FROM unnest($1::uuid[]) AS k(id)"
                                    "  CROSS JOIN LATERAL (SELECT * FROM received_op x"
                                    "                       WHERE x.op_id = k.id LIMIT 1) AS r";
@@ -766,6 +774,12 @@ static enum mw_err take_received(struct batch *b, PGresult *res, struct mw_error
         }
         if (lo >= p->n_ops || mw_uuid_compare(&p->ops[lo].op_id, &id) != 0)
             continue;
+        /* Another device's op: its outcome is not this device's to know, and answering
+         * duplicate would make this device drop an op the server never applied for it. */
+        if (strcmp(PQgetvalue(res, r, 4), b->device_id) != 0) {
+            b->conflict[lo] = true;
+            continue;
+        }
         struct mw_op_result *out = &ctx->results[lo];
         b->dup[lo] = true;
         out->status = MW_RESULT_DUPLICATE;
@@ -1190,6 +1204,32 @@ static void record_op(struct batch *b, size_t i, enum mw_reject code, size_t msg
     t->rows++;
 }
 
+/* Whether op's time is outside the bounds around the push's clock; if so, *msg says which
+ * bound (*rc gets MW_ENOMEM if memory ran out). The decoder has checked that at is a
+ * valid timestamp, and mw_reconcile_push that now_ms is one, so the differences cannot
+ * overflow. */
+static bool bad_time(struct batch *b, const struct mw_op *op, size_t *msg, enum mw_err *rc)
+{
+    const struct mw_reconcile_rules *ru = &b->ctx->rules;
+    int64_t ahead = op->at_ms - b->now_ms;
+    if (ahead <= ru->max_clock_skew_ms && -ahead <= ru->max_op_age_ms)
+        return false;
+    char at[MW_TIMESTAMP_LEN], now[MW_TIMESTAMP_LEN];
+    if (mw_timestamp_format(op->at_ms, at, NULL) != MW_OK)
+        at[0] = '\0';
+    if (mw_timestamp_format(b->now_ms, now, NULL) != MW_OK)
+        now[0] = '\0';
+    if (ahead > 0)
+        *msg = message(b, rc,
+                       "at %s is more than %" PRId64 " s ahead of the server's clock (%s): "
+                       "is the device's clock set right?",
+                       at, ru->max_clock_skew_ms / 1000, now);
+    else
+        *msg = message(b, rc, "at %s is more than %" PRId64 " s before the server's clock (%s)",
+                       at, ru->max_op_age_ms / 1000, now);
+    return true;
+}
+
 /* Whether an op's outcome depends on the state of an item (and so waits for the locks). */
 static bool needs_items(const struct mw_op *op)
 {
@@ -1233,10 +1273,25 @@ static enum mw_err decide(struct batch *b, bool early, struct mw_error *err)
         }
         enum mw_reject code = op->reject;
         size_t msg = NONE;
+        if (b->conflict[i]) {
+            /* Not recorded: received_op's key is the op_id, and that row is the other
+             * device's. The answer stays the same on every retry, since rows are never
+             * deleted. The push's 'sync' event counts these. */
+            code = MW_REJECT_OP_ID_CONFLICT;
+            msg = message(b, &rc, "op_id was already received from another device");
+            r->status = MW_RESULT_REJECTED;
+            r->code = code;
+            b->msg_off[i] = msg;
+            st->rejected++;
+            b->n_reject[code]++;
+            continue;
+        }
         if (!early) {
             code = apply_op(b, i, &msg, &rc);
         } else if (code != MW_REJECT_NONE) {
             msg = message(b, &rc, "%s", op->reject_msg ? op->reject_msg : "invalid op");
+        } else if (bad_time(b, op, &msg, &rc)) {
+            code = MW_REJECT_BAD_TIME;
         } else {
             const struct user *u = b->op_user[i] != NONE ? &b->users[b->op_user[i]] : NULL;
             char uid[MW_UUID_STR_SIZE];
@@ -1588,6 +1643,7 @@ static void batch_cleanup(struct batch *b)
     mw_free(b->op_loc);
     mw_free(b->msg_off);
     mw_free(b->dup);
+    mw_free(b->conflict);
     mw_free(b->late);
     mw_free(b->count_sum);
     mw_free(b->count_later);
@@ -1612,6 +1668,9 @@ static void batch_cleanup(struct batch *b)
 
 void mw_reconcile_ctx_init(struct mw_reconcile_ctx *ctx)
 {
+    ctx->rules.max_clock_skew_ms = MW_RECONCILE_CLOCK_SKEW_DEFAULT_MS;
+    ctx->rules.max_op_age_ms = MW_RECONCILE_OP_AGE_DEFAULT_MS;
+    ctx->rules.now_ms = 0;
     ctx->results = NULL;
     ctx->n_results = 0;
     mw_buf_init(&ctx->text, TEXT_LIMIT);
@@ -1647,6 +1706,13 @@ enum mw_err mw_reconcile_push(struct mw_reconcile_ctx *ctx, PGconn *conn, const 
         return mw_fail(err, MW_EINVAL, "reconcile: no connection, push or device id");
     if (PQtransactionStatus(conn) != PQTRANS_IDLE)
         return mw_fail(err, MW_EINVAL, "reconcile: the connection is inside a transaction");
+    const struct mw_reconcile_rules *ru = &ctx->rules;
+    /* One reading for the whole push, retries included: every op is judged against the same
+     * instant, as if the push had been applied at once. */
+    int64_t now = ru->now_ms ? ru->now_ms : mw_timestamp_now_ms();
+    if (ru->max_clock_skew_ms < 0 || ru->max_op_age_ms < 0 || ru->max_clock_skew_ms > INT64_MAX / 4 ||
+        ru->max_op_age_ms > INT64_MAX / 4 || now < MW_TIMESTAMP_MIN_MS || now > MW_TIMESTAMP_MAX_MS)
+        return mw_fail(err, MW_EINVAL, "reconcile: op time bounds out of range");
 
     memset(&b, 0, sizeof b);
     b.conn = conn;
@@ -1655,6 +1721,7 @@ enum mw_err mw_reconcile_push(struct mw_reconcile_ctx *ctx, PGconn *conn, const 
     b.request_cid = request_cid;
     b.ctx = ctx;
     b.stats = stats;
+    b.now_ms = now;
     table_init(&b.ro_early, RO_N);
     table_init(&b.ev_early, EV_N);
     table_init(&b.ro, RO_N);

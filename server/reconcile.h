@@ -32,11 +32,18 @@
  * never on how many ops it holds.
  *
  * Semantics beyond the protocol text:
- * - Checks per op, first failure wins: duplicate (op_id recorded before; nothing else is
- *   looked at), the decoder's verdict (invalid, unknown_type), unknown_user (unknown or
- *   inactive), forbidden (none of the user's roles holds the op type in role_permission),
- *   then the op's own checks (unknown_sku, unknown_location for a missing or inactive
- *   location, insufficient_stock, invalid for a quantity past INT32_MAX).
+ * - Checks per op, first failure wins: duplicate (op_id recorded before for this device;
+ *   nothing else is looked at) or op_id_conflict (recorded before for another device: never
+ *   that device's outcome, and not recorded, since the op_id is that device's op's key), the
+ *   decoder's verdict (invalid, unknown_type), bad_time (at more than rules.max_clock_skew_ms
+ *   after, or more than rules.max_op_age_ms before, the server's clock when the push began),
+ *   unknown_user (unknown or inactive), forbidden (none of the user's roles holds the op
+ *   type in role_permission), then the op's own checks (unknown_sku, unknown_location for a
+ *   missing or inactive location, insufficient_stock, invalid for a quantity past INT32_MAX).
+ * - Why bad_time: an op's time decides which monthly partition its IntegrationEvent and
+ *   UserInteraction rows land in (a month far off creates a partition of its own) and where
+ *   a count sits among the item's movements (a count dated in year 9999 would supersede
+ *   every later count of the item for ever). Bounding it bounds both.
  * - inventory.count at time T: the new quantity is counted plus the deltas of every
  *   non-count movement of the item with an event time after T, already applied (in the
  *   database or earlier in this batch). If a count with an event time after T was already
@@ -95,17 +102,36 @@ struct mw_reconcile_stats {
     unsigned retries_unique;    /* attempts lost to 23505 (a concurrent new SKU or op_id) */
 };
 
+/* Defaults of the op time bounds (settings max-clock-skew and max-op-age). A day ahead covers
+ * any time zone set wrong on a device whose clock is otherwise right. 400 days behind lets
+ * a gateway offline for more than a year still deliver its backlog, and is past the
+ * one-year retention of IntegrationEvent, so nothing older than what retention would
+ * already have archived can arrive. */
+#define MW_RECONCILE_CLOCK_SKEW_DEFAULT_MS (24LL * 3600 * 1000)
+#define MW_RECONCILE_OP_AGE_DEFAULT_MS     (400LL * 86400 * 1000)
+
+/* The rules of op times. */
+struct mw_reconcile_rules {
+    int64_t max_clock_skew_ms; /* at more than this after now: bad_time (>= 0) */
+    int64_t max_op_age_ms;     /* at more than this before now: bad_time (>= 0) */
+    int64_t now_ms; /* the server's clock for the push; 0: read CLOCK_REALTIME once when the
+                       push begins (tests set it to pin the boundaries) */
+};
+
 /* The outcome of the last push, and the storage its strings live in. Storage is the caller's
  * (usually on the stack of the request handler); init before the first push, cleanup once
  * after the last. Between pushes it may be reused: each push replaces the results. */
 struct mw_reconcile_ctx {
-    struct mw_op_result *results; /* n_results, one per op in push order; owned */
+    struct mw_reconcile_rules rules; /* in: set by init to the defaults; the caller may change
+                                        them before a push */
+    struct mw_op_result *results;    /* n_results, one per op in push order; owned */
     size_t n_results;
     struct mw_buf text; /* private: the message strings results point into */
 };
 
+/* Sets rules to the defaults (now_ms 0) and empties the results. */
 void mw_reconcile_ctx_init(struct mw_reconcile_ctx *ctx);
-/* Frees the results and their strings; ctx is left as after init. NULL-safe. */
+/* Frees the results and their strings; ctx->rules stay as they were. NULL-safe. */
 void mw_reconcile_ctx_cleanup(struct mw_reconcile_ctx *ctx);
 
 /* Applies push (borrowed) for device_id, the device the request authenticated as (the
@@ -121,7 +147,8 @@ void mw_reconcile_ctx_cleanup(struct mw_reconcile_ctx *ctx);
  * transaction holds, not had within lock_timeout, 57014 for a statement past
  * statement_timeout; or no answer within the connection's bound, db.h), MW_EAUTH (device_id is not a registered,
  * unrevoked device), MW_ENOMEM, MW_EIO (no randomness for a new item's resource_id),
- * MW_EINVAL (conn or push NULL, device_id not 1..MW_DEVICE_ID_MAX bytes). On failure
+ * MW_EINVAL (conn or push NULL, device_id not 1..MW_DEVICE_ID_MAX bytes, a negative bound
+ * in ctx->rules). On failure
  * ctx->n_results is 0; *stats still counts the statements and attempts made. */
 MW_NODISCARD enum mw_err mw_reconcile_push(struct mw_reconcile_ctx *ctx, PGconn *conn,
                                            const char *device_id, const struct mw_push *push,

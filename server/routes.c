@@ -162,6 +162,8 @@ static void handle_push(struct mw_route_ctx *ctx, PGconn *conn)
     struct mw_push *push = NULL;
     struct mw_reconcile_ctx rctx;
     mw_reconcile_ctx_init(&rctx);
+    rctx.rules.max_clock_skew_ms = ctx->cfg->max_clock_skew_ms;
+    rctx.rules.max_op_age_ms = ctx->cfg->max_op_age_ms;
     const char *body = NULL;
     size_t len = 0;
     if (!push_body(ctx, &inflated, &body, &len))

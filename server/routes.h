@@ -16,11 +16,14 @@
 
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 /* Settings the handlers need (owned by the server; read-only while serving). */
 struct mw_routes_config {
     size_t body_max;        /* decompressed push body bound (413 past it) */
     int pull_limit_default; /* changes per pull page when the client gives no limit */
+    int64_t max_clock_skew_ms; /* op time bounds of a push (struct mw_reconcile_rules) */
+    int64_t max_op_age_ms;
 };
 
 struct mw_route_ctx {

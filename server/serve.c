@@ -901,6 +901,8 @@ static enum mw_err check_config(const struct mw_serve_config *cfg, struct mw_err
         cfg->write_timeout_ms < 100 || cfg->write_total_timeout_ms < 100 ||
         cfg->shutdown_grace_ms < 0)
         return mw_fail(err, MW_EINVAL, "timeouts must be at least 100ms");
+    if (cfg->max_clock_skew_ms < 0 || cfg->max_op_age_ms < 0)
+        return mw_fail(err, MW_EINVAL, "max-clock-skew and max-op-age must not be negative");
     return MW_OK;
 }
 
@@ -916,6 +918,8 @@ enum mw_err mw_serve_run(const struct mw_serve_config *cfg, void (*ready)(void *
     s.listen_fd = -1;
     s.routes.body_max = cfg->body_max;
     s.routes.pull_limit_default = cfg->pull_limit_default > 0 ? cfg->pull_limit_default : 500;
+    s.routes.max_clock_skew_ms = cfg->max_clock_skew_ms;
+    s.routes.max_op_age_ms = cfg->max_op_age_ms;
     raise_fd_limit(cfg->max_connections);
 
     struct mw_pool_config pc = {

@@ -37,6 +37,8 @@ struct mw_serve_config {
     int pull_limit_default;      /* changes per pull page when the client gives no limit */
     int db_statement_timeout_ms; /* per request transaction, 0 = the database's (db.h) */
     int db_lock_timeout_ms;      /* per request transaction, 0 = the database's */
+    int64_t max_clock_skew_ms;   /* op time bounds, >= 0 (reconcile.h, bad_time): how far */
+    int64_t max_op_age_ms;       /* ahead of and behind the server's clock an op may be */
     /* Called once the listener is bound and the TLS key loaded, before the first client is
      * accepted (may be NULL): where a server started as root gives root up. Its failure
      * ends mw_serve_run with that error. */

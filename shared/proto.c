@@ -121,6 +121,8 @@ static const char *const reject_names[] = {
     [MW_REJECT_FORBIDDEN] = "forbidden",
     [MW_REJECT_INVALID] = "invalid",
     [MW_REJECT_UNKNOWN_TYPE] = "unknown_type",
+    [MW_REJECT_BAD_TIME] = "bad_time",
+    [MW_REJECT_OP_ID_CONFLICT] = "op_id_conflict",
 };
 #define N_REJECTS (sizeof(reject_names) / sizeof(reject_names[0]))
 

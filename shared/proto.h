@@ -43,7 +43,8 @@ enum mw_op_type {
     MW_OP_EVENT_RECORD,
 };
 
-/* Why an op was not applied. The wire carries the names (mw_proto_reject_name). */
+/* Why an op was not applied. The wire carries the names (mw_proto_reject_name), never the
+ * numbers, so new codes go just before MW_REJECT_OTHER, which bounds the named ones. */
 enum mw_reject {
     MW_REJECT_NONE = 0,
     MW_REJECT_INSUFFICIENT_STOCK, /* "insufficient_stock": quantity would go below zero */
@@ -53,6 +54,8 @@ enum mw_reject {
     MW_REJECT_FORBIDDEN,          /* "forbidden": the user's roles lack the permission */
     MW_REJECT_INVALID,            /* "invalid": a field missing, of the wrong type or range */
     MW_REJECT_UNKNOWN_TYPE,       /* "unknown_type": an op type the server does not know */
+    MW_REJECT_BAD_TIME,           /* "bad_time": at too far ahead of or behind the server's clock */
+    MW_REJECT_OP_ID_CONFLICT,     /* "op_id_conflict": the op_id came from another device first */
     MW_REJECT_OTHER,              /* a code a newer server sent; its text is in code_name */
 };
 

@@ -1600,10 +1600,15 @@ static void allocation_failures_change_nothing(void **state)
  *
  * The model below knows nothing of the engine: it keeps each item's quantity, location and
  * existence, every movement applied (time, delta, count or not) and every op_id seen with its
- * first outcome, and applies one op at a time with the rules of the protocol. */
+ * device and first outcome, and applies one op at a time with the rules of the protocol. Two
+ * devices push: an op_id one of them sent first is the other's op_id_conflict. Some op
+ * times are days outside the bounds (bad_time), far enough that the real clock's progress
+ * during the test cannot matter. */
 
 #define P_ITEMS   12 /* PR-00..PR-05 exist at the start, PR-06..PR-11 only once received */
 #define P_HISTORY 20000
+#define P_DEVICES 2
+static const char *const P_DEVICE[P_DEVICES] = {"dev-prop", "dev-prop-b"};
 
 enum p_type {
     P_ADJUST,
@@ -1620,6 +1625,7 @@ enum p_type {
 
 struct p_op {
     enum p_type type;
+    int device; /* index into P_DEVICE: the device that sent it first */
     int item, user, loc, amount;
     int64_t at;
     struct mw_uuid id;
@@ -1668,19 +1674,35 @@ static void p_move(struct model *m, int item, int64_t at, long long delta, bool 
     m->moves[m->n_moves++] = (struct p_move){item, at, delta, is_count};
 }
 
-/* The outcome of one op applied alone, in order. */
-static const char *p_apply(struct model *m, struct p_op *o, bool *dup)
+/* Whether an op's time is outside the default bounds around the clock (t0 is an hour ago). */
+static bool p_bad_time(int64_t at)
+{
+    int64_t now = t0 + 3600 * 1000;
+    return at - now > MW_RECONCILE_CLOCK_SKEW_DEFAULT_MS ||
+           now - at > MW_RECONCILE_OP_AGE_DEFAULT_MS;
+}
+
+/* The outcome of one op, sent by device, applied alone, in order. *recorded: whether the
+ * outcome is the op_id's first (a conflict is not recorded). */
+static const char *p_apply(struct model *m, struct p_op *o, int device, bool *dup, bool *recorded)
 {
     *dup = false;
+    *recorded = false;
     for (size_t k = 0; k < m->n_hist; k++)
         if (memcmp(&m->hist[k].id, &o->id, sizeof o->id) == 0 && m->hist[k].outcome[0]) {
+            if (m->hist[k].device != device)
+                return "op_id_conflict";
             *dup = true;
             return m->hist[k].outcome;
         }
+    *recorded = true;
+    o->device = device;
     if (o->type == P_UNKNOWN)
         return "unknown_type";
     if (o->type == P_BAD_ADJUST || o->type == P_BAD_ALLOC)
         return "invalid";
+    if (p_bad_time(o->at))
+        return "bad_time";
     if (o->user >= 3)
         return "unknown_user";
     if (!p_may(o->user, o->type))
@@ -1813,6 +1835,12 @@ static void p_make_op(unsigned *seed, struct p_op *o)
     o->loc = l < 9 ? 0 : l < 18 ? 1 : l == 18 ? 2 : 3;
     /* Times in a five-minute window, with repeats: counts meet movements on both sides. */
     o->at = t0 + (int64_t)p_rand(seed, 300) * 1000 + (p_rand(seed, 4) == 0 ? 0 : 500);
+    /* Now and then days beyond a bound: a device's clock set wrong, a backlog too old. */
+    unsigned when = p_rand(seed, 40);
+    if (when == 0)
+        o->at += MW_RECONCILE_CLOCK_SKEW_DEFAULT_MS + 2 * 86400000LL;
+    else if (when == 1)
+        o->at -= MW_RECONCILE_OP_AGE_DEFAULT_MS + 100 * 86400000LL;
     switch (o->type) {
     case P_ADJUST:
         o->amount = (int)p_rand(seed, 17) - 9;
@@ -1851,7 +1879,8 @@ static void random_batches_match_the_one_at_a_time_model(void **state)
     new_uuid(&x);
     mw_uuid_format(&x, stranger);
     const char *const users[5] = {u_mgr, u_op, u_aud, u_off, stranger};
-    make_device("dev-prop");
+    make_device(P_DEVICE[0]);
+    make_device(P_DEVICE[1]);
     struct model *m = calloc(1, sizeof *m);
     assert_non_null(m);
     m->moves = calloc(P_HISTORY, sizeof *m->moves);
@@ -1869,9 +1898,11 @@ static void random_batches_match_the_one_at_a_time_model(void **state)
     long long start_q[P_ITEMS];
     memcpy(start_q, m->q, sizeof start_q);
 
-    size_t total_ops = 0, total_dups = 0, counts[12] = {0};
+    size_t total_ops = 0, total_dups = 0, total_conflicts = 0, total_bad_time = 0, counts[12] = {0};
     for (int b = 0; b < batches; b++) {
-        struct jb *j = jb_new("dev-prop");
+        /* Mostly the first device; the second resends some of its op_ids too. */
+        int dev = p_rand(&s, 6) == 0 ? 1 : 0;
+        struct jb *j = jb_new(P_DEVICE[dev]);
         struct p_op ops[60];
         char want[60][48];
         size_t n = 0;
@@ -1890,12 +1921,17 @@ static void random_batches_match_the_one_at_a_time_model(void **state)
         }
         for (size_t k = 0; k < n; k++) {
             p_json(j, &ops[k], users);
-            bool dup;
-            const char *o = p_apply(m, &ops[k], &dup);
+            bool dup, recorded;
+            const char *o = p_apply(m, &ops[k], dev, &dup, &recorded);
             if (dup) {
                 snprintf(want[k], sizeof want[k], "dup:%s", o);
                 total_dups++;
+            } else if (!recorded) {
+                snprintf(want[k], sizeof want[k], "%s", o);
+                total_conflicts++;
             } else {
+                if (strcmp(o, "bad_time") == 0)
+                    total_bad_time++;
                 snprintf(want[k], sizeof want[k], "%s", o);
                 snprintf(ops[k].outcome, sizeof ops[k].outcome, "%s", o);
                 assert_true(m->n_hist < P_HISTORY);
@@ -1904,7 +1940,7 @@ static void random_batches_match_the_one_at_a_time_model(void **state)
             assert_true(m->n_moves < P_HISTORY);
         }
         struct res r;
-        push_ok(app, "dev-prop", j, &r);
+        push_ok(app, P_DEVICE[dev], j, &r);
         for (size_t k = 0; k < n; k++) {
             char buf[64];
             const char *got = outcome(&r.ctx.results[k], buf, sizeof buf);
@@ -1942,10 +1978,11 @@ static void random_batches_match_the_one_at_a_time_model(void **state)
             }
         }
     }
-    print_message("property: %zu ops in %d batches (%zu duplicates) matched the model; applied: "
-                  "%zu adjust, %zu count, %zu relocate, %zu receive, %zu allocation\n",
-                  total_ops, batches, total_dups, counts[P_ADJUST], counts[P_COUNT],
-                  counts[P_RELOCATE], counts[P_RECEIVE], counts[P_ALLOC]);
+    print_message("property: %zu ops in %d batches (%zu duplicates, %zu op_id conflicts, %zu "
+                  "bad_time) matched the model; applied: %zu adjust, %zu count, %zu relocate, "
+                  "%zu receive, %zu allocation\n",
+                  total_ops, batches, total_dups, total_conflicts, total_bad_time, counts[P_ADJUST],
+                  counts[P_COUNT], counts[P_RELOCATE], counts[P_RECEIVE], counts[P_ALLOC]);
     free(m->moves);
     free(m->hist);
     free(m);

@@ -13,6 +13,7 @@
 #include "pgcluster.h"
 #include "srvtest.h"
 #include "testutil.h"
+#include "timestamp.h"
 #include "uuid.h"
 
 #include <arpa/inet.h>
@@ -204,17 +205,22 @@ static void push_applies_and_history_explains(void **state)
         assert_int_equal(mw_uuid_v7(&ids[i], &err), MW_OK);
         mw_uuid_format(&ids[i], s_ids[i]);
     }
+    /* Op times a minute ago: the server rejects times far from its clock (bad_time). */
+    char at[3][MW_TIMESTAMP_LEN];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(mw_timestamp_format(mw_timestamp_now_ms() - 60000 + i * 1000, at[i], NULL),
+                         MW_OK);
     char body[2048];
     snprintf(body, sizeof body,
              "{\"device_id\":\"%s\",\"batch_id\":\"%s\",\"ops\":["
              "{\"op_id\":\"%s\",\"correlation_id\":\"%s\",\"type\":\"inventory.adjust\","
-             "\"at\":\"2026-11-25T08:00:00Z\",\"user_id\":\"%s\",\"data\":{\"sku\":\"HIST-1\",\"delta\":-2}},"
+             "\"at\":\"%s\",\"user_id\":\"%s\",\"data\":{\"sku\":\"HIST-1\",\"delta\":-2}},"
              "{\"op_id\":\"%s\",\"correlation_id\":\"%s\",\"type\":\"inventory.adjust\","
-             "\"at\":\"2026-11-25T08:00:01Z\",\"user_id\":\"%s\",\"data\":{\"sku\":\"HIST-1\",\"delta\":-2}},"
+             "\"at\":\"%s\",\"user_id\":\"%s\",\"data\":{\"sku\":\"HIST-1\",\"delta\":-2}},"
              "{\"op_id\":\"%s\",\"correlation_id\":\"%s\",\"type\":\"inventory.adjust\","
-             "\"at\":\"2026-11-25T08:00:02Z\",\"user_id\":\"%s\",\"data\":{\"sku\":\"HIST-1\",\"delta\":5}}]}",
-             device_id, s_ids[0], s_ids[1], s_ids[1], uid, s_ids[2], s_ids[2], uid, s_ids[3],
-             s_ids[3], uid);
+             "\"at\":\"%s\",\"user_id\":\"%s\",\"data\":{\"sku\":\"HIST-1\",\"delta\":5}}]}",
+             device_id, s_ids[0], s_ids[1], s_ids[1], at[0], uid, s_ids[2], s_ids[2], at[1], uid,
+             s_ids[3], s_ids[3], at[2], uid);
     const char *h[] = {auth, NULL};
     assert_int_equal(push(h, body, strlen(body), &out), 200);
     assert_non_null(strstr(out, "insufficient_stock"));

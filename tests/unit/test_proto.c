@@ -123,12 +123,14 @@ static void test_proto_names_round_trip(void **state)
     assert_int_equal(mw_proto_op_type_parse("inventory.adjustx", 17), MW_OP_UNKNOWN);
     assert_string_equal(mw_proto_op_type_name(MW_OP_INVENTORY_RELOCATE), "inventory.relocate");
 
-    for (int r = MW_REJECT_INSUFFICIENT_STOCK; r <= MW_REJECT_UNKNOWN_TYPE; r++) {
+    for (int r = MW_REJECT_INSUFFICIENT_STOCK; r < MW_REJECT_OTHER; r++) {
         const char *name = mw_proto_reject_name((enum mw_reject)r);
         assert_non_null(name);
         assert_int_equal(mw_proto_reject_parse(name, strlen(name)), r);
     }
     assert_string_equal(mw_proto_reject_name(MW_REJECT_INSUFFICIENT_STOCK), "insufficient_stock");
+    assert_string_equal(mw_proto_reject_name(MW_REJECT_BAD_TIME), "bad_time");
+    assert_string_equal(mw_proto_reject_name(MW_REJECT_OP_ID_CONFLICT), "op_id_conflict");
     assert_null(mw_proto_reject_name(MW_REJECT_NONE));
     assert_null(mw_proto_reject_name(MW_REJECT_OTHER));
     assert_int_equal(mw_proto_reject_parse("", 0), MW_REJECT_OTHER);
