@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,7 +145,8 @@ static const char *const serve_intro =
     "Serves the sync endpoint over HTTPS. With no --db, everything lives under --data:\n"
     "a PostgreSQL cluster it initializes, starts, migrates and stops again (DATA/pg,\n"
     "socket in DATA/run), and a local CA with a server certificate (DATA/tls/ca.pem is\n"
-    "what devices verify the server with). SIGTERM or SIGINT stops it cleanly.\n"
+    "what devices verify the server with). SIGTERM or SIGINT stops it cleanly; SIGHUP\n"
+    "reloads the TLS certificate and key and the log level.\n"
     "\n"
     "Flags (each also a 'key = value' line in the config file; flags win):\n"
     "  --config FILE            read settings from FILE first\n";
@@ -357,6 +359,44 @@ static enum mw_err drop_root(void *arg, struct mw_error *err)
     return rc;
 }
 
+/* SIGHUP: the command line is read again (so is the config file it names, which may have
+ * changed); of its settings only the log level applies while serving. The others (listen,
+ * workers, timeouts, paths) need a restart; the TLS files are re-read by serve itself. */
+struct reload_args {
+    int argc;
+    char **argv;
+};
+
+static void on_reload(void *arg)
+{
+    const struct reload_args *ra = arg;
+    struct serve_conf c;
+    memset(&c, 0, sizeof c);
+    int help = 0;
+    enum mw_log_level level = MW_LOG_INFO;
+    if (parse_serve_flags(ra->argc, ra->argv, &c, &help) != 0) {
+        MW_LOG(MW_LOG_ERROR, NULL,
+               "SIGHUP: settings not re-read (the reason is above); log level stays %s",
+               mw_log_level_name(mw_log_threshold));
+    } else if (!c.log_level || mw_log_level_parse(c.log_level, &level) != MW_OK) {
+        MW_LOG(MW_LOG_ERROR, NULL,
+               "SIGHUP: log-level must be error, warn, info or debug; it stays %s",
+               mw_log_level_name(mw_log_threshold));
+    } else {
+        enum mw_log_level was = mw_log_threshold;
+        /* Workers read the threshold as they log; the macros load it atomically. */
+        __atomic_store_n(&mw_log_threshold, level, __ATOMIC_RELAXED);
+        if (level == was)
+            MW_LOG(level < MW_LOG_INFO ? level : MW_LOG_INFO, NULL,
+                   "SIGHUP: log level %s (unchanged)",
+                   mw_log_level_name(level));
+        else
+            MW_LOG(level < MW_LOG_INFO ? level : MW_LOG_INFO, NULL, "SIGHUP: log level %s (was %s)",
+                   mw_log_level_name(level), mw_log_level_name(was));
+    }
+    mw_conf_free(serve_table, SERVE_TABLE_N, &c);
+}
+
 static void on_ready(void *arg, int port)
 {
     (void)arg;
@@ -387,6 +427,15 @@ static int cmd_serve(int argc, char **argv)
         return rc;
     }
 
+    /* SIGHUP's default action kills the process, which would leave the local PostgreSQL
+     * started below running with nobody to stop it. Until serve takes the signal over (and
+     * again after it returns, while the cluster is stopped), a SIGHUP is ignored. */
+    struct sigaction sa_ign, old_hup;
+    memset(&sa_ign, 0, sizeof sa_ign);
+    sa_ign.sa_handler = SIG_IGN;
+    sigemptyset(&sa_ign.sa_mask);
+    sigaction(SIGHUP, &sa_ign, &old_hup);
+
     int lock_fd = -1;
     struct mw_localdb *local = NULL;
     struct mw_error err = {0};
@@ -405,6 +454,7 @@ static int cmd_serve(int argc, char **argv)
                            &db_owner_owned);
     if (rc != 0)
         goto out;
+    struct reload_args rl = {argc, argv};
     rc = 1;
     if (lock_data_dir(c.data, &lock_fd) != 0)
         goto out;
@@ -492,6 +542,8 @@ static int cmd_serve(int argc, char **argv)
         .max_op_age_ms = c.max_op_age,
         .after_bind = drop_root,
         .after_bind_arg = &ra,
+        .reload = on_reload,
+        .reload_arg = &rl,
     };
     if (mw_serve_run(&sc, on_ready, NULL, &err) != MW_OK) {
         MW_LOG(MW_LOG_ERROR, NULL, "serve: %s", err.msg);
@@ -517,6 +569,7 @@ out:
     mw_conf_free(serve_table, SERVE_TABLE_N, &c);
     if (rc == 0)
         MW_LOG(MW_LOG_INFO, NULL, "stopped");
+    sigaction(SIGHUP, &old_hup, NULL);
     return rc;
 }
 

@@ -111,14 +111,39 @@ struct server {
 };
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reload_requested;
 static struct mw_loop *signal_loop;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop_requested = 1;
+    if (sig == SIGHUP)
+        reload_requested = 1;
+    else
+        stop_requested = 1;
     if (signal_loop)
         mw_loop_wake(signal_loop);
+}
+
+/* SIGHUP: what can change without a restart. The TLS files are read again from the same
+ * paths; a certificate that does not load (half-written, wrong key) leaves the current one in
+ * place, so a botched renewal never takes the endpoint down. */
+static void reload(struct server *s)
+{
+    MW_LOG(MW_LOG_INFO, NULL, "SIGHUP: reloading");
+    if (s->cfg->reload)
+        s->cfg->reload(s->cfg->reload_arg);
+    char summary[256];
+    struct mw_error err = {0};
+    if (mw_tls_server_reload(s->tls, s->cfg->tls_cert, s->cfg->tls_key, summary, sizeof summary,
+                             &err) == MW_OK)
+        MW_LOG(MW_LOG_INFO, NULL,
+               "SIGHUP: TLS certificate %s reloaded (%s); open connections keep the one "
+               "they started with",
+               s->cfg->tls_cert, summary);
+    else
+        MW_LOG(MW_LOG_ERROR, NULL,
+               "SIGHUP: TLS certificate not reloaded, still serving the previous one: %s",
+               err.msg);
 }
 
 static int64_t now_us(void)
@@ -753,6 +778,10 @@ static void on_tick(void *arg)
 {
     struct server *s = arg;
     int64_t now = mw_loop_now_ms();
+    if (reload_requested) {
+        reload_requested = 0;
+        reload(s);
+    }
     if (stop_requested && !s->draining) {
         MW_LOG(MW_LOG_INFO, NULL, "shutting down: no new connections, %zu open",
                s->nconns + s->nover);
@@ -951,14 +980,16 @@ enum mw_err mw_serve_run(const struct mw_serve_config *cfg, void (*ready)(void *
         goto out;
 
     stop_requested = 0;
+    reload_requested = 0;
     signal_loop = s.loop;
     s.next_maintenance_ms = mw_loop_now_ms() + 1000;
-    struct sigaction sa_stop, old_term, old_int, sa_ign, old_pipe;
+    struct sigaction sa_stop, old_term, old_int, old_hup, sa_ign, old_pipe;
     memset(&sa_stop, 0, sizeof sa_stop);
     sa_stop.sa_handler = on_signal;
     sigemptyset(&sa_stop.sa_mask);
     sigaction(SIGTERM, &sa_stop, &old_term);
     sigaction(SIGINT, &sa_stop, &old_int);
+    sigaction(SIGHUP, &sa_stop, &old_hup);
     memset(&sa_ign, 0, sizeof sa_ign);
     sa_ign.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa_ign, &old_pipe);
@@ -974,6 +1005,7 @@ enum mw_err mw_serve_run(const struct mw_serve_config *cfg, void (*ready)(void *
 
     sigaction(SIGTERM, &old_term, NULL);
     sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGHUP, &old_hup, NULL);
     sigaction(SIGPIPE, &old_pipe, NULL);
     signal_loop = NULL;
 

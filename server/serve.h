@@ -8,8 +8,12 @@
  * connection gets one 503 with Retry-After and is closed), waiting requests (past the queue bound:
  * 503 + Retry-After). An idle keep-alive connection holds only its socket and its TLS state.
  *
+ * SIGHUP reloads without a restart: cfg->reload (the log level, from main) and the TLS
+ * certificate and key, re-read from the same paths (see mw_tls_server_reload); what was
+ * reloaded, or why not, is logged.
+ *
  * Thread safety: mw_serve_run blocks the calling thread (the I/O thread) until SIGTERM or
- * SIGINT, which it handles itself while running. */
+ * SIGINT, which it handles itself while running, as it does SIGHUP. */
 #ifndef MIDWAY_SERVER_SERVE_H
 #define MIDWAY_SERVER_SERVE_H
 #include "midway/err.h"
@@ -44,6 +48,10 @@ struct mw_serve_config {
      * ends mw_serve_run with that error. */
     enum mw_err (*after_bind)(void *arg, struct mw_error *err);
     void *after_bind_arg;
+    /* Called on the I/O thread at SIGHUP, before the TLS files are read again (may be NULL):
+     * the caller re-reads the other settings that may change while serving. */
+    void (*reload)(void *arg);
+    void *reload_arg;
 };
 
 /* Serves until SIGTERM or SIGINT, then stops accepting, lets requests in flight finish

@@ -140,10 +140,20 @@ static const int CIPHERSUITES[] = {
 
 /* ---- types ------------------------------------------------------------------------------ */
 
-struct mw_tls_server {
-    mbedtls_ssl_config conf; /* read-only once mw_tls_server_new returns */
+/* What a handshake presents: the certificate chain, its key and the configuration that points
+ * at them. Connections keep the identity they were set up with (mbedTLS reads the
+ * configuration for the life of a connection, not only in its handshake), so a reload makes a
+ * new identity for new connections and the old one lives on, unchanged, until the last
+ * connection that uses it is freed. */
+struct identity {
+    mbedtls_ssl_config conf; /* read-only once built */
     mbedtls_x509_crt cert;
     mbedtls_pk_context key;
+    size_t refs; /* the server's (while current) and one per connection: I/O thread only */
+};
+
+struct mw_tls_server {
+    struct identity *current; /* what new connections get */
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context drbg; /* used by every connection: one driving thread */
     _Atomic uint64_t handshakes_ok;
@@ -158,6 +168,7 @@ struct mw_tls_server {
 struct mw_tls_conn {
     mbedtls_ssl_context ssl;
     struct mw_tls_server *srv;
+    struct identity *id; /* a reference: the identity this connection was set up with */
     int fd;       /* borrowed */
     int io_errno; /* errno of the last failed send/recv, for the error text */
     bool handshake_done;
@@ -194,6 +205,87 @@ static enum mw_err check_config_file(const char *path, const char *what, struct 
 
 /* ---- server ----------------------------------------------------------------------------- */
 
+static void identity_unref(struct identity *id)
+{
+    if (!id || --id->refs > 0)
+        return;
+    mbedtls_ssl_config_free(&id->conf);
+    mbedtls_pk_free(&id->key);
+    mbedtls_x509_crt_free(&id->cert);
+    mw_free(id);
+}
+
+/* Loads cert_path and key_path into a new identity (refs 1) drawing on srv's generator. */
+static enum mw_err identity_load(struct mw_tls_server *srv, const char *cert_path,
+                                 const char *key_path, struct identity **out, struct mw_error *err)
+{
+    enum mw_err rc;
+    int ret;
+    struct identity *id = mw_calloc(1, sizeof(*id));
+    if (!id)
+        return mw_fail(err, MW_ENOMEM, "TLS identity");
+    id->refs = 1;
+    mbedtls_ssl_config_init(&id->conf);
+    mbedtls_x509_crt_init(&id->cert);
+    mbedtls_pk_init(&id->key);
+
+    rc = check_config_file(cert_path, "certificate", err);
+    if (rc == MW_OK)
+        rc = check_config_file(key_path, "key", err);
+    if (rc != MW_OK)
+        goto fail;
+    ret = mbedtls_x509_crt_parse_file(&id->cert, cert_path);
+    if (ret != 0) {
+        /* A positive count means some certificates of the chain did not parse: a chain we
+         * would send half of is as wrong as none. */
+        rc = ret > 0
+                 ? mw_fail(err, MW_EMALFORMED, "certificate %s: %d certificate(s) did not parse",
+                           cert_path, ret)
+                 : tls_fail(err, ret == MBEDTLS_ERR_X509_ALLOC_FAILED ? MW_ENOMEM : MW_EMALFORMED,
+                            ret, cert_path);
+        goto fail;
+    }
+    ret = parse_keyfile(&id->key, key_path, &srv->drbg);
+    if (ret != 0) {
+        rc = tls_fail(err, ret == MBEDTLS_ERR_PK_ALLOC_FAILED ? MW_ENOMEM : MW_EMALFORMED, ret,
+                      key_path);
+        goto fail;
+    }
+    ret = check_pair(&id->cert.pk, &id->key, &srv->drbg);
+    if (ret != 0) {
+        rc = tls_fail(err, MW_EMALFORMED, ret, "key does not match the certificate");
+        goto fail;
+    }
+
+    ret = mbedtls_ssl_config_defaults(&id->conf, MBEDTLS_SSL_IS_SERVER,
+                                      MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+    if (ret != 0) {
+        rc = tls_fail(err, MW_EIO, ret, "TLS defaults");
+        goto fail;
+    }
+    mbedtls_ssl_conf_rng(&id->conf, mbedtls_ctr_drbg_random, &srv->drbg);
+    conf_versions_and_groups(&id->conf);
+    mbedtls_ssl_conf_ciphersuites(&id->conf, CIPHERSUITES);
+    /* Devices authenticate with bearer tokens, not certificates. */
+    mbedtls_ssl_conf_authmode(&id->conf, MBEDTLS_SSL_VERIFY_NONE);
+#if defined(MBEDTLS_SSL_RENEGOTIATION)
+    /* Renegotiation lets a client make the server redo expensive handshakes on one connection
+     * and has a history of bugs; nothing here needs it. */
+    mbedtls_ssl_conf_renegotiation(&id->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+#endif
+    ret = mbedtls_ssl_conf_own_cert(&id->conf, &id->cert, &id->key);
+    if (ret != 0) {
+        rc = tls_fail(err, ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? MW_ENOMEM : MW_EIO, ret,
+                      "server certificate");
+        goto fail;
+    }
+    *out = id;
+    return MW_OK;
+fail:
+    identity_unref(id);
+    return rc;
+}
+
 enum mw_err mw_tls_server_new(const char *cert_path, const char *key_path,
                               struct mw_tls_server **out, struct mw_error *err)
 {
@@ -202,9 +294,6 @@ enum mw_err mw_tls_server_new(const char *cert_path, const char *key_path,
     struct mw_tls_server *srv = mw_calloc(1, sizeof(*srv));
     if (!srv)
         return mw_fail(err, MW_ENOMEM, "TLS server");
-    mbedtls_ssl_config_init(&srv->conf);
-    mbedtls_x509_crt_init(&srv->cert);
-    mbedtls_pk_init(&srv->key);
     mbedtls_entropy_init(&srv->entropy);
     mbedtls_ctr_drbg_init(&srv->drbg);
     atomic_init(&srv->handshakes_ok, 0);
@@ -212,11 +301,6 @@ enum mw_err mw_tls_server_new(const char *cert_path, const char *key_path,
     atomic_init(&srv->handshakes_aborted, 0);
     atomic_init(&srv->conns_open, 0);
 
-    rc = check_config_file(cert_path, "certificate", err);
-    if (rc == MW_OK)
-        rc = check_config_file(key_path, "key", err);
-    if (rc != MW_OK)
-        goto fail;
     if (crypto_init() != 0) {
         rc = mw_fail(err, MW_EIO, "PSA crypto init failed");
         goto fail;
@@ -228,51 +312,9 @@ enum mw_err mw_tls_server_new(const char *cert_path, const char *key_path,
         rc = tls_fail(err, MW_EIO, ret, "seed random generator");
         goto fail;
     }
-    ret = mbedtls_x509_crt_parse_file(&srv->cert, cert_path);
-    if (ret != 0) {
-        /* A positive count means some certificates of the chain did not parse: a chain we
-         * would send half of is as wrong as none. */
-        rc = ret > 0
-                 ? mw_fail(err, MW_EMALFORMED, "certificate %s: %d certificate(s) did not parse",
-                           cert_path, ret)
-                 : tls_fail(err, ret == MBEDTLS_ERR_X509_ALLOC_FAILED ? MW_ENOMEM : MW_EMALFORMED,
-                            ret, cert_path);
+    rc = identity_load(srv, cert_path, key_path, &srv->current, err);
+    if (rc != MW_OK)
         goto fail;
-    }
-    ret = parse_keyfile(&srv->key, key_path, &srv->drbg);
-    if (ret != 0) {
-        rc = tls_fail(err, ret == MBEDTLS_ERR_PK_ALLOC_FAILED ? MW_ENOMEM : MW_EMALFORMED, ret,
-                      key_path);
-        goto fail;
-    }
-    ret = check_pair(&srv->cert.pk, &srv->key, &srv->drbg);
-    if (ret != 0) {
-        rc = tls_fail(err, MW_EMALFORMED, ret, "key does not match the certificate");
-        goto fail;
-    }
-
-    ret = mbedtls_ssl_config_defaults(&srv->conf, MBEDTLS_SSL_IS_SERVER,
-                                      MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
-    if (ret != 0) {
-        rc = tls_fail(err, MW_EIO, ret, "TLS defaults");
-        goto fail;
-    }
-    mbedtls_ssl_conf_rng(&srv->conf, mbedtls_ctr_drbg_random, &srv->drbg);
-    conf_versions_and_groups(&srv->conf);
-    mbedtls_ssl_conf_ciphersuites(&srv->conf, CIPHERSUITES);
-    /* Devices authenticate with bearer tokens, not certificates. */
-    mbedtls_ssl_conf_authmode(&srv->conf, MBEDTLS_SSL_VERIFY_NONE);
-#if defined(MBEDTLS_SSL_RENEGOTIATION)
-    /* Renegotiation lets a client make the server redo expensive handshakes on one connection
-     * and has a history of bugs; nothing here needs it. */
-    mbedtls_ssl_conf_renegotiation(&srv->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
-#endif
-    ret = mbedtls_ssl_conf_own_cert(&srv->conf, &srv->cert, &srv->key);
-    if (ret != 0) {
-        rc = tls_fail(err, ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? MW_ENOMEM : MW_EIO, ret,
-                      "server certificate");
-        goto fail;
-    }
     *out = srv;
     return MW_OK;
 fail:
@@ -280,13 +322,35 @@ fail:
     return mw_fail(err, rc, "TLS server");
 }
 
+enum mw_err mw_tls_server_reload(struct mw_tls_server *srv, const char *cert_path,
+                                 const char *key_path, char *summary, size_t summary_size,
+                                 struct mw_error *err)
+{
+    struct identity *id = NULL;
+    if (summary && summary_size > 0)
+        summary[0] = '\0';
+    enum mw_err rc = identity_load(srv, cert_path, key_path, &id, err);
+    if (rc != MW_OK)
+        return mw_fail(err, rc, "TLS reload");
+    if (summary && summary_size > 0) {
+        char subject[160];
+        if (mbedtls_x509_dn_gets(subject, sizeof(subject), &id->cert.subject) < 0)
+            snprintf(subject, sizeof(subject), "?");
+        const mbedtls_x509_time *to = &id->cert.valid_to;
+        snprintf(summary, summary_size, "subject %s, valid until %04d-%02d-%02d", subject, to->year,
+                 to->mon, to->day);
+    }
+    struct identity *old = srv->current;
+    srv->current = id;
+    identity_unref(old); /* freed now, or by the last connection still using it */
+    return MW_OK;
+}
+
 void mw_tls_server_free(struct mw_tls_server *srv)
 {
     if (!srv)
         return;
-    mbedtls_ssl_config_free(&srv->conf);
-    mbedtls_pk_free(&srv->key);
-    mbedtls_x509_crt_free(&srv->cert);
+    identity_unref(srv->current);
     mbedtls_ctr_drbg_free(&srv->drbg);
     mbedtls_entropy_free(&srv->entropy);
     mw_free(srv);
@@ -369,7 +433,7 @@ enum mw_err mw_tls_conn_new(struct mw_tls_server *srv, int fd, struct mw_tls_con
     c->fd = fd;
     mbedtls_ssl_init(&c->ssl);
     /* Allocates the two record buffers: the bulk of what a connection costs (see tls.h). */
-    int ret = mbedtls_ssl_setup(&c->ssl, &srv->conf);
+    int ret = mbedtls_ssl_setup(&c->ssl, &srv->current->conf);
     if (ret != 0) {
         mbedtls_ssl_free(&c->ssl);
         mw_free(c);
@@ -377,6 +441,8 @@ enum mw_err mw_tls_conn_new(struct mw_tls_server *srv, int fd, struct mw_tls_con
                         "TLS connection");
     }
     mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    c->id = srv->current;
+    c->id->refs++;
     atomic_fetch_add_explicit(&srv->conns_open, 1, memory_order_relaxed);
     *out = c;
     return MW_OK;
@@ -388,6 +454,7 @@ void mw_tls_conn_free(struct mw_tls_conn *c)
         return;
     atomic_fetch_sub_explicit(&c->srv->conns_open, 1, memory_order_relaxed);
     mbedtls_ssl_free(&c->ssl);
+    identity_unref(c->id); /* after the context that points into its configuration */
     mw_free(c);
 }
 

@@ -16,11 +16,17 @@
  * (TLS 1.3), so 5,000 idle keep-alive connections hold about 175-200 MiB. The handshake state
  * is freed by mbedTLS once the handshake completes, and no peer certificate is kept.
  *
- * Thread safety: a struct mw_tls_server is set up once, then read-only and shared by its
- * connections; it holds the one random generator (CTR_DRBG) they all draw from, so every
- * connection of one server must be driven from a single thread (the I/O thread). A second
- * I/O thread needs its own struct mw_tls_server. mw_tls_server_stats() is any thread (the
- * counters are atomics). A struct mw_tls_conn belongs to the thread that drives it. */
+ * Reload (SIGHUP): mw_tls_server_reload() loads the certificate and key files again. New
+ * connections get the new ones; a connection keeps the certificate, key and configuration it
+ * was set up with until it is freed (mbedTLS reads them for the life of the connection), so
+ * established keep-alive connections are not disturbed. A reload that fails changes nothing.
+ *
+ * Thread safety: a struct mw_tls_server is shared by its connections; it holds the one random
+ * generator (CTR_DRBG) they all draw from and counts which connections use which certificate,
+ * so every connection of one server is made, driven and freed from a single thread (the I/O
+ * thread), which is also the one that calls mw_tls_server_reload(). A second I/O thread needs
+ * its own struct mw_tls_server. mw_tls_server_stats() is any thread (the counters are
+ * atomics). A struct mw_tls_conn belongs to the thread that drives it. */
 #ifndef MIDWAY_SERVER_TLS_H
 #define MIDWAY_SERVER_TLS_H
 #include "midway/err.h"
@@ -59,6 +65,15 @@ struct mw_tls_stats {
  * does not match the certificate), MW_EIO (a file cannot be read; random generator), MW_ENOMEM. */
 MW_NODISCARD enum mw_err mw_tls_server_new(const char *cert_path, const char *key_path,
                                            struct mw_tls_server **out, struct mw_error *err);
+
+/* Loads cert_path and key_path again (as mw_tls_server_new checks them) for the connections
+ * made from now on; existing connections keep what they have. summary (may be NULL) gets one
+ * line for the log: the new certificate's subject and expiry date.
+ * Errors: as mw_tls_server_new. On failure the server goes on with the certificate it had,
+ * and *err says why the new files were refused. I/O thread only. */
+MW_NODISCARD enum mw_err mw_tls_server_reload(struct mw_tls_server *srv, const char *cert_path,
+                                              const char *key_path, char *summary,
+                                              size_t summary_size, struct mw_error *err);
 
 /* Frees the server. NULL-safe. Every connection made from it must be freed first. */
 void mw_tls_server_free(struct mw_tls_server *srv);

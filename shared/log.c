@@ -153,7 +153,7 @@ static size_t utf8_trim(const char *s, size_t n)
 void mw_log_write(enum mw_log_level level, const char *file, int line, const char *cid,
                   const char *device, const char *fmt, ...)
 {
-    if (level > mw_log_threshold)
+    if (level > __atomic_load_n(&mw_log_threshold, __ATOMIC_RELAXED))
         return;
     pthread_mutex_lock(&sink_mu);
     mw_log_fn fn = sink_fn;

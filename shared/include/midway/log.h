@@ -24,7 +24,9 @@ enum mw_log_level {
 /* Receives one finished line, without a trailing newline. ctx is the sink's own pointer. */
 typedef void (*mw_log_fn)(void *ctx, enum mw_log_level level, const char *line);
 
-/* Lines above this level are skipped before their arguments are evaluated. */
+/* Lines above this level are skipped before their arguments are evaluated. Set it before
+ * other threads log, or with __atomic_store_n (the server changes it at SIGHUP while its
+ * workers log): the macros read it with a relaxed atomic load, which costs a plain load. */
 extern MW_API enum mw_log_level mw_log_threshold;
 
 /* Installs the sink (NULL silences the library). */
@@ -46,16 +48,16 @@ MW_API void mw_log_write(enum mw_log_level level, const char *file, int line, co
 MW_API const char *mw_log_quote(const char *s, char *out, size_t size);
 
 /* Capitals because the arguments are not evaluated when the level is off. */
-#define MW_LOG(lvl, cid, ...)                                                   \
-    do {                                                                        \
-        if ((lvl) <= mw_log_threshold)                                          \
-            mw_log_write((lvl), __FILE__, __LINE__, (cid), NULL, __VA_ARGS__); \
+#define MW_LOG(lvl, cid, ...)                                                        \
+    do {                                                                             \
+        if ((int)(lvl) <= (int)__atomic_load_n(&mw_log_threshold, __ATOMIC_RELAXED)) \
+            mw_log_write((lvl), __FILE__, __LINE__, (cid), NULL, __VA_ARGS__);       \
     } while (0)
 
-#define MW_LOG_DEV(lvl, cid, device, ...)                                           \
-    do {                                                                            \
-        if ((lvl) <= mw_log_threshold)                                              \
-            mw_log_write((lvl), __FILE__, __LINE__, (cid), (device), __VA_ARGS__); \
+#define MW_LOG_DEV(lvl, cid, device, ...)                                            \
+    do {                                                                             \
+        if ((int)(lvl) <= (int)__atomic_load_n(&mw_log_threshold, __ATOMIC_RELAXED)) \
+            mw_log_write((lvl), __FILE__, __LINE__, (cid), (device), __VA_ARGS__);   \
     } while (0)
 
 #ifdef __cplusplus
