@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 /* One round trip: find the device by its token hash, and in the same statement refresh
  * last_seen_at when it is stale. The refresh locks the row with SKIP LOCKED, so a row held by
@@ -57,23 +58,12 @@ enum mw_err mw_auth_parse_bearer(const char *value, size_t len, char token_out[M
     return MW_OK;
 }
 
-enum mw_err mw_auth_device(PGconn *conn, const char *bearer_token,
-                           char device_id_out[MW_DEVICE_ID_MAX + 1], struct mw_error *err)
+/* The device of a token hash, from the database. */
+static enum mw_err device_by_hash(PGconn *conn, const char *hash,
+                                  char device_id_out[MW_DEVICE_ID_MAX + 1], struct mw_error *err)
 {
-    char hash[MW_TOKEN_HASH_SIZE];
     PGresult *res = NULL;
     enum mw_err rc;
-
-    device_id_out[0] = '\0';
-    /* The shape check costs nothing and keeps junk (and huge headers) away from the
-     * database; strnlen bounds the scan of a hostile, unterminated value. */
-    if (!bearer_token ||
-        !mw_token_well_formed(bearer_token, strnlen(bearer_token, MW_TOKEN_LEN + 1)))
-        return rejected(err);
-    rc = mw_token_hash(bearer_token, MW_TOKEN_LEN, hash, err);
-    if (rc != MW_OK)
-        return rc;
-
     const char *params[1] = {hash};
     rc = mw_db_query(conn, MW_DB_REQUEST, AUTH_SQL, 1, params, &res, err);
     if (rc != MW_OK)
@@ -100,11 +90,53 @@ enum mw_err mw_auth_device(PGconn *conn, const char *bearer_token,
     memcpy(device_id_out, id, id_len);
     device_id_out[id_len] = '\0';
     PQclear(res);
-    mw_token_wipe(hash, sizeof hash);
     return MW_OK;
 
 fail:
     PQclear(res);
+    return rc;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+enum mw_err mw_auth_device_cached(struct mw_authcache *cache, PGconn *conn,
+                                  const char *bearer_token,
+                                  char device_id_out[MW_DEVICE_ID_MAX + 1], struct mw_error *err)
+{
+    char hash[MW_TOKEN_HASH_SIZE];
+    enum mw_err rc;
+
+    device_id_out[0] = '\0';
+    /* The shape check costs nothing and keeps junk (and huge headers) away from the
+     * database; strnlen bounds the scan of a hostile, unterminated value. */
+    if (!bearer_token ||
+        !mw_token_well_formed(bearer_token, strnlen(bearer_token, MW_TOKEN_LEN + 1)))
+        return rejected(err);
+    rc = mw_token_hash(bearer_token, MW_TOKEN_LEN, hash, err);
+    if (rc != MW_OK)
+        return rc;
+    /* The time before the lookup: the entry's life counts from a moment at which the device
+     * was certainly still active, so a revocation committed during the lookup is honoured
+     * within the ttl as well. */
+    int64_t t0 = now_ms();
+    if (mw_authcache_get(cache, hash, t0, device_id_out)) {
+        rc = MW_OK;
+    } else {
+        rc = device_by_hash(conn, hash, device_id_out, err);
+        if (rc == MW_OK)
+            mw_authcache_put(cache, hash, device_id_out, t0);
+    }
     mw_token_wipe(hash, sizeof hash);
     return rc;
+}
+
+enum mw_err mw_auth_device(PGconn *conn, const char *bearer_token,
+                           char device_id_out[MW_DEVICE_ID_MAX + 1], struct mw_error *err)
+{
+    return mw_auth_device_cached(NULL, conn, bearer_token, device_id_out, err);
 }

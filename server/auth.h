@@ -4,10 +4,16 @@
  * The token is hashed (token.h: SHA-256, hex) and the device found by that hash; the stored
  * hash is then compared with the computed one in constant time. A missing, malformed,
  * unknown or revoked token all give MW_EAUTH with one and the same message, so a caller
- * probing tokens learns nothing about which it was; the HTTP layer answers 401. Revocation
- * takes effect on the next request: nothing is cached.
+ * probing tokens learns nothing about which it was; the HTTP layer answers 401.
  *
- * device.last_seen_at is refreshed only when it is older than a minute, so a device pushing
+ * mw_auth_device_cached() first asks a struct mw_authcache (authcache.h): a token that
+ * authenticated less than its ttl ago (the server's auth-cache-ttl, seconds) is taken without
+ * a query. Revocation therefore takes effect within that ttl for what the cache decides
+ * (pull); a push locks its device row in the batch's transaction and checks revocation there
+ * again, so a revoked device's push is refused at once. mw_auth_device() caches nothing.
+ *
+ * device.last_seen_at is refreshed only when it is older than a minute (and the lookup runs:
+ * with a cache, at least once per ttl for a device that keeps syncing), so a device pushing
  * every second costs one UPDATE a minute, not one per request; the refresh skips a device row
  * another transaction holds (a batch of that device being applied), so authentication never
  * waits behind a batch. Runs as the runtime role (SELECT, UPDATE on device: 006).
@@ -16,6 +22,7 @@
  * Thread safety: any thread; a PGconn belongs to one thread at a time. */
 #ifndef MIDWAY_SERVER_AUTH_H
 #define MIDWAY_SERVER_AUTH_H
+#include "authcache.h"
 #include "bounds.h"
 #include "midway/err.h"
 #include "token.h"
@@ -44,5 +51,12 @@ MW_NODISCARD enum mw_err mw_auth_parse_bearer(const char *value, size_t len,
 MW_NODISCARD enum mw_err mw_auth_device(PGconn *conn, const char *bearer_token,
                                         char device_id_out[MW_DEVICE_ID_MAX + 1],
                                         struct mw_error *err);
+
+/* mw_auth_device through cache (NULL: none): a hit needs no query (conn is then unused); a
+ * successful lookup is remembered. Same errors; only successes are cached. */
+MW_NODISCARD enum mw_err mw_auth_device_cached(struct mw_authcache *cache, PGconn *conn,
+                                               const char *bearer_token,
+                                               char device_id_out[MW_DEVICE_ID_MAX + 1],
+                                               struct mw_error *err);
 
 #endif

@@ -174,6 +174,12 @@ void mw_http_parser_init(struct mw_http_parser *p, size_t header_max, size_t bod
     parser_clear_request_state(p);
 }
 
+void mw_http_parser_set_head_check(struct mw_http_parser *p, mw_http_head_check_fn check, void *arg)
+{
+    p->head_check = check;
+    p->head_check_arg = arg;
+}
+
 void mw_http_parser_cleanup(struct mw_http_parser *p)
 {
     if (!p)
@@ -492,6 +498,12 @@ static enum mw_http_result finish_head(struct mw_http_parser *p)
         req->keep_alive = p->conn_keep_alive && !p->conn_close;
     req->expect_continue = req->version_minor == 1 && p->have_expect && req->content_length > 0;
 
+    if (p->head_check) {
+        const char *code = "refused", *message = "request refused";
+        int status = p->head_check(p->head_check_arg, req, &code, &message);
+        if (status != 0)
+            return fail_with(p, status, code, message);
+    }
     if (req->content_length == 0) {
         p->state = ST_DONE;
         return MW_HTTP_DONE;

@@ -113,6 +113,13 @@ enum mw_http_result {
     MW_HTTP_ERROR,         /* answer parser->status with parser->code, then close */
 };
 
+/* Decides on a complete, well-framed head before one byte of its body is allocated or read
+ * (so a request that will be refused anyway costs neither memory nor a read of its body).
+ * Returns 0 to go on, or the HTTP status to refuse the request with; *code and *message are
+ * then the JSON error's code and text (static strings, sent to the client). */
+typedef int (*mw_http_head_check_fn)(void *arg, const struct mw_http_request *req,
+                                     const char **code, const char **message);
+
 /* Caller-owned (embed it in the connection). Read req, status, code and err; the other
  * fields are the parser's own. */
 struct mw_http_parser {
@@ -139,11 +146,19 @@ struct mw_http_parser {
     bool conn_close;
     bool conn_keep_alive;
     bool continue_taken;
+    mw_http_head_check_fn head_check; /* may be NULL */
+    void *head_check_arg;
 };
 
 /* Prepares p for its first request. header_max and body_max of 0 mean MW_HTTP_HEADER_MAX and
  * MW_HTTP_BODY_MAX; body_max must be at most SIZE_MAX / 2. Allocates nothing. */
 void mw_http_parser_init(struct mw_http_parser *p, size_t header_max, size_t body_max);
+
+/* Installs check (NULL removes it), called for every request p parses from now on, after the
+ * head passed the parser's own checks (400, 411, 413, 417 come first) and before the body.
+ * A refusal ends in MW_HTTP_ERROR with the status, code and message check gave. */
+void mw_http_parser_set_head_check(struct mw_http_parser *p, mw_http_head_check_fn check,
+                                   void *arg);
 
 /* Releases everything p holds (the current request included). p may be reused after init. */
 void mw_http_parser_cleanup(struct mw_http_parser *p);

@@ -69,6 +69,11 @@ struct serve_conf {
     int64_t db_lock_timeout;
     int64_t max_clock_skew;
     int64_t max_op_age;
+    int64_t auth_cache_ttl;
+    int64_t unauth_queue_max;
+    char *metrics_listen;
+    int64_t max_connections_per_address;
+    int64_t handshakes_per_second_per_address;
 };
 
 #define OFF(f) offsetof(struct serve_conf, f)
@@ -124,6 +129,17 @@ static const struct mw_conf_entry serve_table[] = {
      "ops dated further ahead of the server's clock are rejected (bad_time)"},
     {"max-op-age", MW_CONF_DURATION, OFF(max_op_age), 60000, 36500LL * 86400000, "400d",
      "ops dated further behind the server's clock are rejected (bad_time)"},
+    {"auth-cache-ttl", MW_CONF_DURATION, OFF(auth_cache_ttl), 0, 60000, "5s",
+     "how long a checked device token is trusted without a lookup (0: always look up); "
+     "a revoked device's pulls stop within this"},
+    {"unauth-queue-max", MW_CONF_INT, OFF(unauth_queue_max), 1, 99999, "8",
+     "health checks at or waiting for a worker before 503 (below queue-max)"},
+    {"metrics-listen", MW_CONF_STRING, OFF(metrics_listen), 3, 128, NULL,
+     "serve /metrics over plain HTTP here (e.g. 127.0.0.1:9464) instead of the public port"},
+    {"max-connections-per-address", MW_CONF_INT, OFF(max_connections_per_address), 0, 1000000,
+     "1000", "open connections from one client address (IPv6: one /64); 0: no limit"},
+    {"handshakes-per-second-per-address", MW_CONF_INT, OFF(handshakes_per_second_per_address), 0,
+     1000000, "100", "new TLS connections one client address may open a second; 0: no limit"},
 };
 #define SERVE_TABLE_N (sizeof serve_table / sizeof serve_table[0])
 
@@ -542,6 +558,11 @@ static int cmd_serve(int argc, char **argv)
         .max_op_age_ms = c.max_op_age,
         .after_bind = drop_root,
         .after_bind_arg = &ra,
+        .auth_cache_ttl_ms = c.auth_cache_ttl,
+        .unauth_queue_max = (int)c.unauth_queue_max,
+        .metrics_listen = c.metrics_listen,
+        .max_connections_per_address = (int)c.max_connections_per_address,
+        .handshakes_per_second_per_address = (int)c.handshakes_per_second_per_address,
         .reload = on_reload,
         .reload_arg = &rl,
     };

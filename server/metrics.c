@@ -175,3 +175,31 @@ enum mw_err mw_metrics_render(const struct mw_metrics_gauges *g, struct mw_buf *
                       (unsigned long long)g->tls_handshakes_failed));
     return MW_OK;
 }
+
+enum mw_err mw_metrics_render_guard(const struct mw_metrics_guard *g, struct mw_buf *out)
+{
+    return mw_buf_printf(
+        out,
+        "# HELP midway_auth_cache_lookups_total Device tokens checked, by where the answer "
+        "came from.\n"
+        "# TYPE midway_auth_cache_lookups_total counter\n"
+        "midway_auth_cache_lookups_total{result=\"hit\"} %llu\n"
+        "midway_auth_cache_lookups_total{result=\"miss\"} %llu\n"
+        "# HELP midway_connections_refused_per_address_total Connections closed at accept by "
+        "the per-address limits (also in midway_connections_refused_total).\n"
+        "# TYPE midway_connections_refused_per_address_total counter\n"
+        "midway_connections_refused_per_address_total{reason=\"connections\"} %llu\n"
+        "midway_connections_refused_per_address_total{reason=\"handshakes\"} %llu\n"
+        "# HELP midway_client_addresses_tracked Client addresses the per-address limits "
+        "remember.\n"
+        "# TYPE midway_client_addresses_tracked gauge\n"
+        "midway_client_addresses_tracked %llu\n"
+        "# HELP midway_unauthenticated_in_flight Unauthenticated requests (healthz) at or "
+        "waiting for a database worker.\n"
+        "# TYPE midway_unauthenticated_in_flight gauge\n"
+        "midway_unauthenticated_in_flight %llu\n",
+        (unsigned long long)g->auth_cache_hits, (unsigned long long)g->auth_cache_misses,
+        (unsigned long long)g->refused_address_connections,
+        (unsigned long long)g->refused_address_handshakes, (unsigned long long)g->addresses_tracked,
+        (unsigned long long)g->unauth_in_flight);
+}

@@ -33,6 +33,16 @@ struct mw_metrics_gauges {
     uint64_t connections_refused; /* over the connection limit: answered 503 or closed */
 };
 
+/* The defences against hostile clients, read at scrape time from their owners. */
+struct mw_metrics_guard {
+    uint64_t auth_cache_hits;             /* tokens taken from the cache (authcache.h) */
+    uint64_t auth_cache_misses;           /* tokens looked up in the database */
+    uint64_t refused_address_connections; /* over max-connections-per-address */
+    uint64_t refused_address_handshakes;  /* over handshakes-per-second-per-address */
+    uint64_t addresses_tracked;           /* client addresses the per-address limits track */
+    uint64_t unauth_in_flight;            /* /healthz requests at or waiting for a worker */
+};
+
 const char *mw_metrics_route_name(enum mw_route r);
 
 /* Counts one answered request and its duration. */
@@ -44,5 +54,9 @@ void mw_metrics_reject(enum mw_reject code);
 
 /* Appends the whole exposition to out. Errors: MW_ETOOBIG, MW_ENOMEM. */
 MW_NODISCARD enum mw_err mw_metrics_render(const struct mw_metrics_gauges *g, struct mw_buf *out);
+
+/* Appends the guard metrics to out (after mw_metrics_render). Errors: MW_ETOOBIG, MW_ENOMEM. */
+MW_NODISCARD enum mw_err mw_metrics_render_guard(const struct mw_metrics_guard *g,
+                                                 struct mw_buf *out);
 
 #endif

@@ -43,6 +43,11 @@ enum mw_route mw_routes_classify(const struct mw_http_request *req, bool *found,
     return MW_ROUTE_OTHER;
 }
 
+bool mw_routes_needs_auth(enum mw_route route)
+{
+    return route == MW_ROUTE_PUSH || route == MW_ROUTE_PULL;
+}
+
 void mw_route_ctx_cleanup(struct mw_route_ctx *ctx)
 {
     mw_buf_free(&ctx->body);
@@ -109,7 +114,8 @@ static bool authenticate(struct mw_route_ctx *ctx, PGconn *conn)
         return false;
     }
     struct mw_error err = {0};
-    enum mw_err rc = mw_auth_device(conn, ctx->req->bearer, ctx->device_id, &err);
+    enum mw_err rc =
+        mw_auth_device_cached(ctx->cfg->auth_cache, conn, ctx->req->bearer, ctx->device_id, &err);
     if (rc == MW_EAUTH) {
         mw_routes_error(ctx, 401, "unauthorized", "unknown or revoked device token");
         return false;

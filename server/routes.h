@@ -8,8 +8,9 @@
  * Thread safety: one ctx per request; the handler runs on one worker at a time. */
 #ifndef MIDWAY_SERVER_ROUTES_H
 #define MIDWAY_SERVER_ROUTES_H
-#include "buf.h"
+#include "authcache.h"
 #include "bounds.h"
+#include "buf.h"
 #include "http.h"
 #include "metrics.h"
 #include "uuid.h"
@@ -24,6 +25,7 @@ struct mw_routes_config {
     int pull_limit_default; /* changes per pull page when the client gives no limit */
     int64_t max_clock_skew_ms; /* op time bounds of a push (struct mw_reconcile_rules) */
     int64_t max_op_age_ms;
+    struct mw_authcache *auth_cache; /* token hash -> device for a few seconds, or NULL */
 };
 
 struct mw_route_ctx {
@@ -44,6 +46,11 @@ struct mw_route_ctx {
 
 /* Which route a request is for; sets *allowed to false when the method is wrong (405). */
 enum mw_route mw_routes_classify(const struct mw_http_request *req, bool *found, bool *allowed);
+
+/* Whether the route needs a device token (push, pull). Requests for these without a
+ * well-formed `Authorization: Bearer <token>` are refused on the I/O thread (401) before
+ * their body is read or a worker is asked; the worker then checks the token itself. */
+bool mw_routes_needs_auth(enum mw_route route);
 
 /* Runs the route's work on a worker: conn is that worker's connection, NULL when the
  * database is unreachable (the handler answers 503). Never fails: every problem becomes an

@@ -2,15 +2,19 @@
 #define _GNU_SOURCE /* accept4 */
 #include "serve.h"
 
+#include "authcache.h"
 #include "http.h"
 #include "loop.h"
 #include "maintenance.h"
 #include "mem.h"
 #include "metrics.h"
 #include "midway/log.h"
+#include "peerlimit.h"
 #include "pool.h"
 #include "routes.h"
+#include "scrape.h"
 #include "tls.h"
+#include "token.h"
 #include "uuid.h"
 
 #include <arpa/inet.h>
@@ -38,6 +42,11 @@
 /* Connections over the limit that still get a polite 503 before being closed; past this
  * many, new connections are closed at once. */
 #define OVER_LIMIT_MAX 256
+/* Addresses the per-address limits remember beyond those with connections open: the ones
+ * whose handshake bucket is still refilling (one second after their last connection). */
+#define PEERS_IDLE_MAX       4096
+/* A warning about per-address refusals at most this often; /metrics counts every one. */
+#define PEER_LOG_INTERVAL_MS 10000
 
 enum conn_state {
     C_HANDSHAKE, /* TLS handshake in progress */
@@ -75,6 +84,7 @@ struct conn {
     size_t lingered;      /* bytes dropped in C_LINGER */
     bool linger;          /* the answer may leave unread input: linger before closing */
     struct job *job;      /* the request at a worker, or NULL */
+    struct mw_peer *addr; /* its address's entry in srv->peers, or NULL */
     char peer[64];
 };
 
@@ -108,6 +118,15 @@ struct server {
     bool maintenance_running;
     int64_t next_maintenance_ms;
     int64_t last_emfile_log_ms;
+    struct mw_authcache *auth_cache;  /* NULL when auth-cache-ttl is 0 */
+    struct mw_peerlimit *peers;       /* per-address limits */
+    uint64_t refused_addr_conns;      /* closed at accept: max-connections-per-address */
+    uint64_t refused_addr_handshakes; /* closed at accept: handshakes-per-second-per-address */
+    int64_t last_peer_log_ms;
+    struct mw_scrape *scrape; /* the metrics listener, or NULL */
+    /* Unauthenticated jobs (healthz) submitted and not yet done: at most unauth_queue_max,
+     * so anyone who can reach the port cannot fill the queue devices need. */
+    size_t unauth_inflight;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -170,6 +189,7 @@ static void conn_close(struct conn *c)
 {
     struct server *s = c->srv;
     mw_loop_del(s->loop, &c->watch);
+    mw_peerlimit_release(s->peers, c->addr, mw_loop_now_ms());
     if (c->job)
         c->job->conn = NULL; /* the worker's answer will be dropped */
     if (c->tls && c->state != C_HANDSHAKE) {
@@ -343,6 +363,49 @@ static void pick_cid(const struct mw_http_request *req, char out[MW_UUID_STR_SIZ
     mw_uuid_format(&u, out);
 }
 
+/* The whole exposition: the counters and every gauge the server owns. */
+static enum mw_err render_metrics(void *arg, struct mw_buf *out)
+{
+    struct server *s = arg;
+    struct mw_pool_stats ps;
+    struct mw_tls_stats ts;
+    mw_pool_stats(s->pool, &ps);
+    mw_tls_server_stats(s->tls, &ts);
+    struct mw_metrics_gauges g = {
+        .connections_open = s->nconns,
+        .queue_depth = ps.queued,
+        .pool_busy = ps.busy,
+        .pool_connected = ps.connected,
+        .pool_size = ps.workers,
+        .pool_reconnects = ps.reconnects,
+        .tls_handshakes_ok = ts.handshakes_ok,
+        .tls_handshakes_failed = ts.handshakes_failed,
+        .tls_handshakes_aborted = ts.handshakes_aborted,
+        .connections_refused = s->refused,
+    };
+    struct mw_metrics_guard guard = {
+        .refused_address_connections = s->refused_addr_conns,
+        .refused_address_handshakes = s->refused_addr_handshakes,
+        .addresses_tracked = mw_peerlimit_tracked(s->peers),
+        .unauth_in_flight = s->unauth_inflight,
+    };
+    mw_authcache_stats(s->auth_cache, &guard.auth_cache_hits, &guard.auth_cache_misses);
+    enum mw_err rc = mw_metrics_render(&g, out);
+    if (rc == MW_OK)
+        rc = mw_metrics_render_guard(&guard, out);
+    return rc;
+}
+
+/* An unauthenticated job is back: its place in the lane is free again. */
+static void unauth_job_done(struct mw_job *job)
+{
+    struct job *j = (struct job *)job;
+    /* The job's route settings are the server's own (ctx.cfg == &server->routes). */
+    struct server *s = (struct server *)((char *)j->ctx.cfg - offsetof(struct server, routes));
+    s->unauth_inflight--;
+    job_done(job);
+}
+
 /* A whole request is in c->parser: answer it here or hand it to a worker. STEP_PROGRESS
  * (an answer is queued, C_WRITE, or a worker has the request, C_BUSY) or STEP_CLOSE (out of
  * memory). */
@@ -377,7 +440,10 @@ static enum step conn_dispatch(struct conn *c)
                         "the server is at its connection limit; retry shortly");
     } else if (s->draining) {
         mw_routes_error(&j->ctx, 503, "shutting_down", "the server is shutting down");
-    } else if (!found) {
+    } else if (!found || (j->ctx.route == MW_ROUTE_METRICS && s->scrape)) {
+        /* With metrics-listen set, /metrics lives there only: the public port does not
+         * say what it serves to whoever asks. */
+        j->ctx.route = MW_ROUTE_OTHER;
         mw_routes_error(&j->ctx, 404, "not_found", "no such route");
     } else if (!allowed) {
         mw_routes_error(&j->ctx, 405, "method_not_allowed",
@@ -385,34 +451,26 @@ static enum step conn_dispatch(struct conn *c)
         snprintf(j->ctx.extra_headers, sizeof j->ctx.extra_headers, "Allow: %s\r\n",
                  j->ctx.route == MW_ROUTE_PUSH ? "POST" : "GET, HEAD");
     } else if (j->ctx.route == MW_ROUTE_METRICS) {
-        struct mw_pool_stats ps;
-        struct mw_tls_stats ts;
-        mw_pool_stats(s->pool, &ps);
-        mw_tls_server_stats(s->tls, &ts);
-        struct mw_metrics_gauges g = {
-            .connections_open = s->nconns,
-            .queue_depth = ps.queued,
-            .pool_busy = ps.busy,
-            .pool_connected = ps.connected,
-            .pool_size = ps.workers,
-            .pool_reconnects = ps.reconnects,
-            .tls_handshakes_ok = ts.handshakes_ok,
-            .tls_handshakes_failed = ts.handshakes_failed,
-            .tls_handshakes_aborted = ts.handshakes_aborted,
-            .connections_refused = s->refused,
-        };
-        if (mw_metrics_render(&g, &j->ctx.body) == MW_OK) {
+        if (render_metrics(s, &j->ctx.body) == MW_OK) {
             j->ctx.status = 200;
             j->ctx.content_type = "text/plain; version=0.0.4; charset=utf-8";
         } else {
             mw_routes_error(&j->ctx, 500, "internal", "out of memory");
         }
+    } else if (!mw_routes_needs_auth(j->ctx.route) &&
+               s->unauth_inflight >= (size_t)s->cfg->unauth_queue_max) {
+        mw_routes_error(&j->ctx, 503, "overloaded",
+                        "too many health checks are waiting; retry shortly");
     } else {
+        bool unauth = !mw_routes_needs_auth(j->ctx.route);
         j->job.run = job_run;
-        j->job.done = job_done;
+        j->job.done = unauth ? unauth_job_done : job_done;
         enum mw_err rc = mw_pool_submit(s->pool, &j->job);
-        if (rc == MW_OK)
+        if (rc == MW_OK) {
+            if (unauth)
+                s->unauth_inflight++;
             return STEP_PROGRESS; /* job_done() answers */
+        }
         mw_routes_error(&j->ctx, 503, rc == MW_EFULL ? "overloaded" : "shutting_down",
                         rc == MW_EFULL ? "too many requests are waiting; retry shortly"
                                        : "the server is shutting down");
@@ -428,9 +486,13 @@ static void conn_reject(struct conn *c)
     pick_cid(&p->req, cid);
     MW_LOG(MW_LOG_INFO, cid, "%s: %d %s: %s", c->peer, p->status, p->code ? p->code : "-",
            p->err.msg);
-    mw_metrics_request(MW_ROUTE_OTHER, p->status, 0);
-    enum mw_err rc = mw_http_error_write(&c->out, p->status, p->code ? p->code : "malformed",
-                                         p->err.msg, cid, false, NULL);
+    bool found = false, allowed = false;
+    enum mw_route route =
+        p->status == 401 ? mw_routes_classify(&p->req, &found, &allowed) : MW_ROUTE_OTHER;
+    mw_metrics_request(route, p->status, 0);
+    enum mw_err rc = mw_http_error_write(
+        &c->out, p->status, p->code ? p->code : "malformed", p->err.msg, cid, false,
+        p->status == 401 ? "WWW-Authenticate: Bearer realm=\"midway\"\r\n" : NULL);
     mw_http_parser_cleanup(c->parser);
     mw_free(c->parser);
     c->parser = NULL;
@@ -461,6 +523,26 @@ static enum mw_tls_status out_push(struct conn *c)
     return MW_TLS_OK;
 }
 
+/* The parser's head check: a push or pull without a well-formed bearer token is refused here,
+ * on the I/O thread, before its body is allocated or read and before a worker is asked. A
+ * token of the right shape goes on to the worker, which looks it up. The token's shape is
+ * public (token.h), so this answer tells a prober nothing a lookup would not. */
+static int head_check(void *arg, const struct mw_http_request *req, const char **code,
+                      const char **message)
+{
+    (void)arg;
+    bool found = false, allowed = false;
+    enum mw_route route = mw_routes_classify(req, &found, &allowed);
+    if (!found || !allowed || !mw_routes_needs_auth(route))
+        return 0;
+    if (req->auth == MW_HTTP_AUTH_BEARER &&
+        mw_token_well_formed(req->bearer, strnlen(req->bearer, sizeof req->bearer)))
+        return 0;
+    *code = "unauthorized";
+    *message = "send the device token as 'Authorization: Bearer <token>'";
+    return 401;
+}
+
 /* Feeds bytes to the parser: STEP_WAIT when it needs more, STEP_PROGRESS when a request is
  * complete (dispatched, or refused), STEP_CLOSE when memory ran out. */
 static enum step conn_feed(struct conn *c, const uint8_t *data, size_t len, size_t *used)
@@ -471,6 +553,7 @@ static enum step conn_feed(struct conn *c, const uint8_t *data, size_t len, size
         if (!c->parser)
             return STEP_CLOSE;
         mw_http_parser_init(c->parser, 0, c->srv->cfg->body_max);
+        mw_http_parser_set_head_check(c->parser, head_check, c->srv);
     }
     if (!c->in_request && len > 0) {
         c->in_request = true;
@@ -665,11 +748,57 @@ static void format_peer(const struct sockaddr_storage *sa, char *out, size_t siz
     }
 }
 
+/* Closes a connection refused at accept with a reset instead of a FIN: no TIME_WAIT left
+ * behind per refused connection, which a flood would otherwise pile up by the thousand. */
+static void close_refused(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
+}
+
+/* The per-address limits: true when the connection may go on, *peer_out its entry. */
+static bool admit_peer(struct server *s, int fd, const struct sockaddr_storage *sa,
+                       struct mw_peer **peer_out)
+{
+    int64_t now = mw_loop_now_ms();
+    enum mw_peerlimit_verdict v =
+        mw_peerlimit_admit(s->peers, (const struct sockaddr *)sa, now, peer_out);
+    if (v == MW_PEERLIMIT_OK)
+        return true;
+    s->refused++;
+    if (v == MW_PEERLIMIT_CONNECTIONS)
+        s->refused_addr_conns++;
+    else if (v == MW_PEERLIMIT_HANDSHAKES)
+        s->refused_addr_handshakes++;
+    if (now - s->last_peer_log_ms >= PEER_LOG_INTERVAL_MS) {
+        char peer[64];
+        format_peer(sa, peer, sizeof peer);
+        MW_LOG(MW_LOG_WARN, NULL,
+               "%s: connection refused: %s; refusals are counted in "
+               "midway_connections_refused_per_address_total (logged at most every %ds)",
+               peer,
+               v == MW_PEERLIMIT_CONNECTIONS  ? "max-connections-per-address reached"
+               : v == MW_PEERLIMIT_HANDSHAKES ? "over handshakes-per-second-per-address"
+                                              : "out of memory tracking its address",
+               PEER_LOG_INTERVAL_MS / 1000);
+        s->last_peer_log_ms = now;
+    }
+    close_refused(fd);
+    return false;
+}
+
 static void accept_one(struct server *s, int fd, const struct sockaddr_storage *sa)
 {
+    /* Before anything that costs: a handshake flood from one address ends here, at the
+     * price of an accept and a close. */
+    struct mw_peer *peer = NULL;
+    if (!admit_peer(s, fd, sa, &peer))
+        return;
     bool over = s->nconns >= (size_t)s->cfg->max_connections || s->draining;
     if (over && s->nover >= OVER_LIMIT_MAX) {
         s->refused++;
+        mw_peerlimit_release(s->peers, peer, mw_loop_now_ms());
         close(fd);
         return;
     }
@@ -680,6 +809,7 @@ static void accept_one(struct server *s, int fd, const struct sockaddr_storage *
     if (!c || mw_tls_conn_new(s->tls, fd, &c->tls, &err) != MW_OK) {
         MW_LOG(MW_LOG_WARN, NULL, "new connection: %s", c ? err.msg : "out of memory");
         mw_free(c);
+        mw_peerlimit_release(s->peers, peer, mw_loop_now_ms());
         close(fd);
         return;
     }
@@ -697,9 +827,11 @@ static void accept_one(struct server *s, int fd, const struct sockaddr_storage *
         MW_LOG(MW_LOG_WARN, NULL, "new connection: %s", err.msg);
         mw_tls_conn_free(c->tls);
         mw_free(c);
+        mw_peerlimit_release(s->peers, peer, mw_loop_now_ms());
         close(fd);
         return;
     }
+    c->addr = peer;
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;
@@ -821,6 +953,8 @@ static void on_tick(void *arg)
             conn_close(c);
         }
     }
+    mw_peerlimit_sweep(s->peers, now);
+    mw_scrape_tick(s->scrape, now);
     if (!s->draining && !s->maintenance_running && now >= s->next_maintenance_ms) {
         s->maintenance.run = maintenance_run;
         s->maintenance.done = maintenance_done;
@@ -932,6 +1066,16 @@ static enum mw_err check_config(const struct mw_serve_config *cfg, struct mw_err
         return mw_fail(err, MW_EINVAL, "timeouts must be at least 100ms");
     if (cfg->max_clock_skew_ms < 0 || cfg->max_op_age_ms < 0)
         return mw_fail(err, MW_EINVAL, "max-clock-skew and max-op-age must not be negative");
+    if (cfg->auth_cache_ttl_ms < 0 || cfg->auth_cache_ttl_ms > MW_AUTHCACHE_TTL_MAX_MS)
+        return mw_fail(err, MW_EINVAL, "auth-cache-ttl must be 0..%ds",
+                       MW_AUTHCACHE_TTL_MAX_MS / 1000);
+    if (cfg->unauth_queue_max < 1 || cfg->unauth_queue_max >= cfg->queue_max)
+        return mw_fail(err, MW_EINVAL,
+                       "unauth-queue-max must be at least 1 and below queue-max (%d), so "
+                       "devices always have room in the queue",
+                       cfg->queue_max);
+    if (cfg->max_connections_per_address < 0 || cfg->handshakes_per_second_per_address < 0)
+        return mw_fail(err, MW_EINVAL, "per-address limits must be 0 (off) or more");
     return MW_OK;
 }
 
@@ -958,14 +1102,33 @@ enum mw_err mw_serve_run(const struct mw_serve_config *cfg, void (*ready)(void *
         .statement_timeout_ms = cfg->db_statement_timeout_ms,
         .lock_timeout_ms = cfg->db_lock_timeout_ms,
     };
-    int port = 0;
-    rc = mw_tls_server_new(cfg->tls_cert, cfg->tls_key, &s.tls, err);
+    struct mw_peerlimit_config plc = {
+        .max_connections = cfg->max_connections_per_address,
+        .handshakes_per_second = cfg->handshakes_per_second_per_address,
+        /* Every connection's address, the over-limit ones too, plus the refilling ones. */
+        .max_tracked = (size_t)cfg->max_connections + OVER_LIMIT_MAX + PEERS_IDLE_MAX,
+    };
+    int port = 0, metrics_port = 0;
+    rc = mw_peerlimit_new(&plc, &s.peers, err);
+    if (rc == MW_OK && cfg->auth_cache_ttl_ms > 0)
+        rc = mw_authcache_new(cfg->auth_cache_ttl_ms, &s.auth_cache, err);
+    s.routes.auth_cache = s.auth_cache;
+    if (rc == MW_OK)
+        rc = mw_tls_server_new(cfg->tls_cert, cfg->tls_key, &s.tls, err);
     if (rc == MW_OK)
         rc = mw_loop_new(&s.loop, err);
     if (rc == MW_OK)
         rc = mw_pool_new(&pc, &s.pool, err);
     if (rc == MW_OK)
         rc = open_listener(cfg->listen, &s.listen_fd, &port, err);
+    /* Before root goes (after_bind): the metrics port may be a privileged one too. */
+    if (rc == MW_OK && cfg->metrics_listen) {
+        int mfd = -1;
+        rc = open_listener(cfg->metrics_listen, &mfd, &metrics_port, err);
+        if (rc == MW_OK)
+            rc = mw_scrape_new(s.loop, mfd, cfg->header_timeout_ms, render_metrics, &s, &s.scrape,
+                               err);
+    }
     if (rc == MW_OK && cfg->after_bind)
         rc = cfg->after_bind(cfg->after_bind_arg, err);
     if (rc == MW_OK) {
@@ -999,6 +1162,11 @@ enum mw_err mw_serve_run(const struct mw_serve_config *cfg, void (*ready)(void *
            "connections",
            cfg->listen, port, mw_tls_max_version(), cfg->workers, cfg->queue_max,
            cfg->max_connections);
+    if (s.scrape)
+        MW_LOG(MW_LOG_INFO, NULL,
+               "serving metrics on http://%s/metrics (port %d); the public port answers 404 "
+               "for /metrics",
+               cfg->metrics_listen, metrics_port);
     if (ready)
         ready(ready_arg, port);
     mw_loop_run(s.loop, TICK_MS, on_tick, &s);
@@ -1012,6 +1180,7 @@ enum mw_err mw_serve_run(const struct mw_serve_config *cfg, void (*ready)(void *
 out:
     while (s.conns)
         conn_close(s.conns);
+    mw_scrape_free(s.scrape);
     if (s.pool) {
         mw_loop_del(s.loop, &s.pool_watch);
         mw_pool_free(s.pool); /* waits for running jobs; their answers are dropped */
@@ -1020,5 +1189,7 @@ out:
         close(s.listen_fd);
     mw_loop_free(s.loop);
     mw_tls_server_free(s.tls);
+    mw_authcache_free(s.auth_cache);
+    mw_peerlimit_free(s.peers);
     return rc;
 }

@@ -48,6 +48,13 @@ struct mw_serve_config {
      * ends mw_serve_run with that error. */
     enum mw_err (*after_bind)(void *arg, struct mw_error *err);
     void *after_bind_arg;
+    int64_t auth_cache_ttl_ms;   /* how long a checked token is taken as is; 0: no cache */
+    int unauth_queue_max;        /* unauthenticated requests (healthz) at or waiting for a
+                                    worker, below queue_max; past it: 503 + Retry-After */
+    const char *metrics_listen;  /* "ADDR:PORT" of the plain-HTTP /metrics listener, or NULL
+                                    (then /metrics is on the public port) */
+    int max_connections_per_address;       /* open connections per client address; 0: off */
+    int handshakes_per_second_per_address; /* new connections per address a second; 0: off */
     /* Called on the I/O thread at SIGHUP, before the TLS files are read again (may be NULL):
      * the caller re-reads the other settings that may change while serving. */
     void (*reload)(void *arg);

@@ -11,7 +11,9 @@ struct srvtest;
 
 /* Starts a server with extra serve flags (NULL-terminated, may be NULL); returns once
  * /healthz answers 200. As root, the server is told --user srvtest_run_as() unless the flags
- * name a --user. */
+ * name a --user. The per-address limits (max-connections-per-address,
+ * handshakes-per-second-per-address) are off unless extra_flags set them: every test client
+ * is 127.0.0.1. */
 struct srvtest *srvtest_start_with(const char *const *extra_flags);
 struct srvtest *srvtest_start(void);
 
