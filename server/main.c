@@ -404,8 +404,7 @@ static void on_reload(void *arg)
         __atomic_store_n(&mw_log_threshold, level, __ATOMIC_RELAXED);
         if (level == was)
             MW_LOG(level < MW_LOG_INFO ? level : MW_LOG_INFO, NULL,
-                   "SIGHUP: log level %s (unchanged)",
-                   mw_log_level_name(level));
+                   "SIGHUP: log level %s (unchanged)", mw_log_level_name(level));
         else
             MW_LOG(level < MW_LOG_INFO ? level : MW_LOG_INFO, NULL, "SIGHUP: log level %s (was %s)",
                    mw_log_level_name(level), mw_log_level_name(was));

@@ -161,8 +161,7 @@ static void reload(struct server *s)
                s->cfg->tls_cert, summary);
     else
         MW_LOG(MW_LOG_ERROR, NULL,
-               "SIGHUP: TLS certificate not reloaded, still serving the previous one: %s",
-               err.msg);
+               "SIGHUP: TLS certificate not reloaded, still serving the previous one: %s", err.msg);
 }
 
 static int64_t now_us(void)
