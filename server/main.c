@@ -133,7 +133,7 @@ static const struct mw_conf_entry serve_table[] = {
      "how long a checked device token is trusted without a lookup (0: always look up); "
      "a revoked device's pulls stop within this"},
     {"unauth-queue-max", MW_CONF_INT, OFF(unauth_queue_max), 1, 99999, "8",
-     "health checks at or waiting for a worker before 503 (below queue-max)"},
+     "health checks at or waiting for a worker before 503 (at most queue-max - 1)"},
     {"metrics-listen", MW_CONF_STRING, OFF(metrics_listen), 3, 128, NULL,
      "serve /metrics over plain HTTP here (e.g. 127.0.0.1:9464) instead of the public port"},
     {"max-connections-per-address", MW_CONF_INT, OFF(max_connections_per_address), 0, 1000000,

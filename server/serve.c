@@ -45,6 +45,8 @@
 /* Addresses the per-address limits remember beyond those with connections open: the ones
  * whose handshake bucket is still refilling (one second after their last connection). */
 #define PEERS_IDLE_MAX       4096
+/* Health checks at or waiting for a worker when unauth_queue_max is 0. */
+#define UNAUTH_DEFAULT       8
 /* A warning about per-address refusals at most this often; /metrics counts every one. */
 #define PEER_LOG_INTERVAL_MS 10000
 
@@ -127,6 +129,7 @@ struct server {
     /* Unauthenticated jobs (healthz) submitted and not yet done: at most unauth_queue_max,
      * so anyone who can reach the port cannot fill the queue devices need. */
     size_t unauth_inflight;
+    size_t unauth_max; /* unauth_queue_max, kept below queue_max */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -456,8 +459,7 @@ static enum step conn_dispatch(struct conn *c)
         } else {
             mw_routes_error(&j->ctx, 500, "internal", "out of memory");
         }
-    } else if (!mw_routes_needs_auth(j->ctx.route) &&
-               s->unauth_inflight >= (size_t)s->cfg->unauth_queue_max) {
+    } else if (!mw_routes_needs_auth(j->ctx.route) && s->unauth_inflight >= s->unauth_max) {
         mw_routes_error(&j->ctx, 503, "overloaded",
                         "too many health checks are waiting; retry shortly");
     } else {
@@ -1068,11 +1070,8 @@ static enum mw_err check_config(const struct mw_serve_config *cfg, struct mw_err
     if (cfg->auth_cache_ttl_ms < 0 || cfg->auth_cache_ttl_ms > MW_AUTHCACHE_TTL_MAX_MS)
         return mw_fail(err, MW_EINVAL, "auth-cache-ttl must be 0..%ds",
                        MW_AUTHCACHE_TTL_MAX_MS / 1000);
-    if (cfg->unauth_queue_max < 1 || cfg->unauth_queue_max >= cfg->queue_max)
-        return mw_fail(err, MW_EINVAL,
-                       "unauth-queue-max must be at least 1 and below queue-max (%d), so "
-                       "devices always have room in the queue",
-                       cfg->queue_max);
+    if (cfg->unauth_queue_max < 0)
+        return mw_fail(err, MW_EINVAL, "unauth-queue-max must be 0 (the default) or more");
     if (cfg->max_connections_per_address < 0 || cfg->handshakes_per_second_per_address < 0)
         return mw_fail(err, MW_EINVAL, "per-address limits must be 0 (off) or more");
     return MW_OK;
@@ -1101,6 +1100,12 @@ enum mw_err mw_serve_run(const struct mw_serve_config *cfg, void (*ready)(void *
         .statement_timeout_ms = cfg->db_statement_timeout_ms,
         .lock_timeout_ms = cfg->db_lock_timeout_ms,
     };
+    /* Below queue-max whatever the settings say, so devices always keep room in the queue. */
+    s.unauth_max = cfg->unauth_queue_max > 0 ? (size_t)cfg->unauth_queue_max : UNAUTH_DEFAULT;
+    if (cfg->queue_max > 1 && s.unauth_max > (size_t)cfg->queue_max - 1)
+        s.unauth_max = (size_t)cfg->queue_max - 1;
+    if (s.unauth_max < 1)
+        s.unauth_max = 1;
     struct mw_peerlimit_config plc = {
         .max_connections = cfg->max_connections_per_address,
         .handshakes_per_second = cfg->handshakes_per_second_per_address,

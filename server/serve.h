@@ -50,7 +50,8 @@ struct mw_serve_config {
     void *after_bind_arg;
     int64_t auth_cache_ttl_ms;   /* how long a checked token is taken as is; 0: no cache */
     int unauth_queue_max;        /* unauthenticated requests (healthz) at or waiting for a
-                                    worker, below queue_max; past it: 503 + Retry-After */
+                                    worker (0: 8), at most queue_max - 1; past it: 503 +
+                                    Retry-After */
     const char *metrics_listen;  /* "ADDR:PORT" of the plain-HTTP /metrics listener, or NULL
                                     (then /metrics is on the public port) */
     int max_connections_per_address;       /* open connections per client address; 0: off */

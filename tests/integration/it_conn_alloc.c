@@ -122,6 +122,9 @@ static void step(struct pass *p, bool fresh, const char *const *pieces, int n, b
 }
 
 #define HOST "Host: localhost\r\n"
+/* A token of the right shape that no device has: the push goes to a worker, which answers
+ * 401 (a push with no token at all is refused from its head, and its connection closed). */
+#define SHAPED_TOKEN "Authorization: Bearer mwd_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n"
 
 /* One pass over every path of the state machine. */
 static void scenario(struct pass *p)
@@ -130,11 +133,11 @@ static void scenario(struct pass *p)
     const char *const healthz[] = {"GET /healthz HTTP/1.1\r\n" HOST "\r\n", NULL};
     step(p, true, healthz, 1, false);
     /* Pipelined on the same connection: answers from the I/O thread (metrics, 404) and a
-     * push (a worker: 401 without a token) that asks for 100-continue; its body is already
-     * on the way, as a client that does not wait for 100 sends it. */
+     * push (a worker: 401 for a token no device has) that asks for 100-continue; its body is
+     * already on the way, as a client that does not wait for 100 sends it. */
     const char *const pipelined[] = {"GET /metrics HTTP/1.1\r\n" HOST "\r\n"
                                      "GET /nope HTTP/1.1\r\n" HOST "\r\n"
-                                     "POST /v1/sync/push HTTP/1.1\r\n" HOST
+                                     "POST /v1/sync/push HTTP/1.1\r\n" HOST SHAPED_TOKEN
                                      "Expect: 100-continue\r\nContent-Length: 2\r\n\r\n",
                                      "{}", NULL};
     step(p, false, pipelined, 3, false);
@@ -142,7 +145,8 @@ static void scenario(struct pass *p)
     const char *const head[] = {"HEAD /healthz HTTP/1.1\r\n" HOST "\r\n", NULL};
     step(p, false, head, 1, true);
     /* A head in pieces, then a body in pieces. */
-    const char *const split[] = {"POST /v1/sync/pu", "sh HTTP/1.1\r\n" HOST "Content-Le",
+    const char *const split[] = {"POST /v1/sync/pu",
+                                 "sh HTTP/1.1\r\n" HOST SHAPED_TOKEN "Content-Le",
                                  "ngth: 7\r\n\r\n{\"a\"", ":1}", NULL};
     step(p, false, split, 1, false);
     /* Refused before the body: 413, then the server lingers reading what still comes. */
