@@ -16,11 +16,13 @@
 #include "tlsprobe.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +52,41 @@ static bool log_has(const char *needle, int times, long ms)
         sleep_ms(100);
     }
     return false;
+}
+
+/* Started as root, the server gives root up once its listener is bound (--user, which srvtest
+ * names), so at SIGHUP it reads the files as that user: an operator who wants reloads gives
+ * the service user's group read access to the TLS directory, the key and the config file,
+ * as this does (a file replaced by rename needs it again). Not root: nothing to share. */
+static void share_with_server(const char *path, mode_t group_bits)
+{
+    if (geteuid() != 0)
+        return;
+    struct passwd *pw = getpwnam(srvtest_run_as());
+    assert_non_null(pw);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(chown(path, (uid_t)-1, pw->pw_gid), 0);
+    assert_int_equal(chmod(path, (st.st_mode & 07777) | group_bits), 0);
+}
+
+static void share_tls_files(void)
+{
+    char *dir = tu_path(srvtest_data_dir(srv), "tls");
+    char *key = tu_path(dir, "server.key");
+    char *pem = tu_path(dir, "server.pem");
+    share_with_server(dir, S_IRGRP | S_IXGRP);
+    share_with_server(key, S_IRGRP);
+    share_with_server(pem, S_IRGRP);
+    free(dir);
+    free(key);
+    free(pem);
+}
+
+static void write_conf(const char *text)
+{
+    tu_write_file(conf_path, text, strlen(text));
+    share_with_server(conf_path, S_IRGRP);
 }
 
 static void server_pem_fingerprint(unsigned char out[32])
@@ -99,6 +136,7 @@ static void sighup_reloads_the_certificate(void **state)
     char *tls_dir = tu_path(srvtest_data_dir(srv), "tls");
     struct mw_error err = {0};
     assert_int_equal(mw_tlsca_reissue_server(tls_dir, NULL, &err), MW_OK);
+    share_tls_files();
     server_pem_fingerprint(file_now);
     assert_memory_not_equal(file_now, before, 32);
 
@@ -133,6 +171,7 @@ static void failed_reload_keeps_the_certificate(void **state)
     char *good = tu_read_file(pem, NULL);
     const char junk[] = "-----BEGIN CERTIFICATE-----\nMIIB\n";
     tu_write_file(pem, junk, strlen(junk));
+    share_tls_files();
     assert_int_equal(kill(srvtest_pid(srv), SIGHUP), 0);
     assert_true(log_has("TLS certificate not reloaded, still serving the previous one", 1, 10000));
     presented_fingerprint(seen);
@@ -149,6 +188,7 @@ static void failed_reload_keeps_the_certificate(void **state)
     char *other_key = tu_read_file(other_key_path, NULL);
     tu_write_file(pem, good, strlen(good));
     tu_write_file(key, other_key, strlen(other_key));
+    share_tls_files();
     assert_int_equal(kill(srvtest_pid(srv), SIGHUP), 0);
     assert_true(log_has("TLS certificate not reloaded, still serving the previous one", 2, 10000));
     presented_fingerprint(seen);
@@ -157,6 +197,7 @@ static void failed_reload_keeps_the_certificate(void **state)
 
     /* Put right again: the next SIGHUP takes it. */
     tu_write_file(key, good_key, strlen(good_key));
+    share_tls_files();
     assert_int_equal(kill(srvtest_pid(srv), SIGHUP), 0);
     assert_true(log_has("reloaded (subject", 2, 10000));
     assert_alive();
@@ -172,8 +213,7 @@ static void failed_reload_keeps_the_certificate(void **state)
 static void sighup_rereads_the_log_level(void **state)
 {
     (void)state;
-    const char debug[] = "log-level = debug\n";
-    tu_write_file(conf_path, debug, strlen(debug));
+    write_conf("log-level = debug\n");
     assert_int_equal(kill(srvtest_pid(srv), SIGHUP), 0);
     assert_true(log_has("SIGHUP: log level DEBUG (was INFO)", 1, 10000));
     /* A connection that leaves mid-handshake is a DEBUG line: now written. */
@@ -184,14 +224,12 @@ static void sighup_rereads_the_log_level(void **state)
     assert_true(log_has(" DEBUG ", 1, 10000));
 
     /* A config file that no longer parses: the level stays, the server stays. */
-    const char bad[] = "log-level = debug\nno-such-setting = 1\n";
-    tu_write_file(conf_path, bad, strlen(bad));
+    write_conf("log-level = debug\nno-such-setting = 1\n");
     assert_int_equal(kill(srvtest_pid(srv), SIGHUP), 0);
     assert_true(log_has("SIGHUP: settings not re-read", 1, 10000));
     assert_alive();
 
-    const char info[] = "log-level = info\n";
-    tu_write_file(conf_path, info, strlen(info));
+    write_conf("log-level = info\n");
     assert_int_equal(kill(srvtest_pid(srv), SIGHUP), 0);
     assert_true(log_has("SIGHUP: log level INFO (was DEBUG)", 1, 10000));
     assert_alive();
@@ -206,6 +244,9 @@ static int setup(void **state)
     tu_write_file(conf_path, info, strlen(info));
     const char *flags[] = {"--config", conf_path, NULL};
     srv = srvtest_start_with(flags);
+    share_with_server(scratch, S_IXGRP);
+    share_with_server(conf_path, S_IRGRP);
+    share_tls_files();
     return 0;
 }
 
